@@ -1,0 +1,347 @@
+"""A decoder-only transformer (Gemma 1/2, Llama 3, Qwen2) with a key/value cache.
+
+One module serves training (full sequences), reference scoring and sampling (prefill and
+one-token decode on the same cache), so the sampler never needs a second model.
+
+Batches are left-padded and may hold gaps (rows that finished attempt 1 early wait with invalid
+slots before the correction instruction). Every token therefore carries an explicit position id
+and a validity flag, and attention is masked by *positions*, not slot indices:
+key ``s`` is visible to query ``t`` iff ``valid[s] and pos[s] <= pos[t]`` (and, on local layers,
+``pos[t] - pos[s] < sliding_window``).
+
+Shapes: B batch, T new tokens, S cache slots, L layers, H query heads, K key/value heads,
+D head width, E model width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax import sharding
+from score_jax.model.config import ModelConfig
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Key/value cache for all layers. Rows are left-aligned: slot ``index`` is written next."""
+
+    k: Array  # [L, B, S, K, D]
+    v: Array  # [L, B, S, K, D]
+    positions: Array  # [B, S] int32: position id of the token in each slot
+    valid: Array  # [B, S] bool: the slot holds a real token
+    index: Array  # [] int32: next slot to write
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+    """An empty cache of `max_len` slots (dtype defaults to the compute dtype)."""
+    dtype = dtype or config.dtype
+    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        positions=jnp.zeros((batch, max_len), jnp.int32),
+        valid=jnp.zeros((batch, max_len), bool),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def cache_logical_axes() -> KVCache:
+    """Logical axis names of each cache field (for shardings)."""
+    kv = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+    return KVCache(k=kv, v=kv, positions=("batch", "cache_length"), valid=("batch", "cache_length"), index=())
+
+
+def _param(module: nn.Module, name: str, shape, axes, init, config: ModelConfig) -> Array:
+    w = module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(config.param_dtype))
+    return jnp.asarray(w, config.dtype)
+
+
+def _dense_init(fan_in: int):
+    return nn.initializers.normal(stddev=fan_in**-0.5)
+
+
+class RMSNorm(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        init = nn.initializers.zeros if cfg.norm_scale_plus_one else nn.initializers.ones
+        scale = self.param("scale", nn.with_logical_partitioning(init, ("embed",)), (x.shape[-1],),
+                           jnp.dtype(cfg.param_dtype))
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+        if cfg.norm_scale_plus_one:
+            # Gemma scales in fp32 before casting back.
+            return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+        return scale.astype(x.dtype) * normed.astype(x.dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+    """Inverse rotary frequencies [D/2], with Llama 3 scaling where configured."""
+    d = config.head_dim
+    inv = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    if config.rope_llama3_scaling is not None:
+        factor, low, high, original = config.rope_llama3_scaling
+        wavelen = 2 * np.pi / inv
+        low_wavelen, high_wavelen = original / low, original / high
+        smooth = (original / wavelen - low) / (high - low)
+        scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv = np.where(medium, (1 - smooth) * inv / factor + smooth * inv, scaled)
+    return inv.astype(np.float32)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+    """Rotates [B, T, N, D] by positions [B, T] (half-split convention)."""
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention_mask(q_pos: Array, k_pos: Array, k_valid: Array, window: Array | None) -> Array:
+    """[B, T, S] visibility of key slots to query tokens (see module docstring)."""
+    diff = q_pos[:, :, None] - k_pos[:, None, :]
+    mask = k_valid[:, None, :] & (diff >= 0)
+    if window is not None:
+        mask &= diff < window
+    return mask
+
+
+class Attention(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, ctx: dict, kv: tuple[Array, Array] | None, layer: Array):
+        cfg = self.config
+        e, h, k, d = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        wq = _param(self, "q", (e, h, d), ("embed", "heads", "head_dim"), _dense_init(e), cfg)
+        wk = _param(self, "k", (e, k, d), ("embed", "kv_heads", "head_dim"), _dense_init(e), cfg)
+        wv = _param(self, "v", (e, k, d), ("embed", "kv_heads", "head_dim"), _dense_init(e), cfg)
+        wo = _param(self, "o", (h, d, e), ("heads", "head_dim", "embed"), _dense_init(h * d), cfg)
+        q = jnp.einsum("bte,ehd->bthd", x, wq)
+        key = jnp.einsum("bte,ekd->btkd", x, wk)
+        value = jnp.einsum("bte,ekd->btkd", x, wv)
+        if cfg.qkv_bias:
+            q += _param(self, "q_bias", (h, d), ("heads", "head_dim"), nn.initializers.zeros, cfg)
+            key += _param(self, "k_bias", (k, d), ("kv_heads", "head_dim"), nn.initializers.zeros, cfg)
+            value += _param(self, "v_bias", (k, d), ("kv_heads", "head_dim"), nn.initializers.zeros, cfg)
+        inv_freq = rope_inv_freq(cfg)
+        q = apply_rope(q, ctx["positions"], inv_freq) * jnp.asarray(cfg.query_scale, cfg.dtype)
+        key = apply_rope(key, ctx["positions"], inv_freq)
+
+        if kv is None:  # full-sequence forward: keys are this chunk
+            keys, values = key, value
+        else:  # write the chunk into this layer's cache slots, then attend over the whole cache
+            cache_k, cache_v = kv
+            start = (layer, 0, ctx["index"], 0, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, value[None].astype(cache_v.dtype), start)
+            kv = (cache_k, cache_v)
+            keys = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(cfg.dtype)
+            values = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(cfg.dtype)
+
+        b, t = x.shape[:2]
+        q = q.reshape(b, t, k, h // k, d)
+        logits = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32)
+        if cfg.attn_logit_softcap is not None:
+            logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
+        window = None
+        if cfg.sliding_window is not None:
+            is_local = (layer + 1) % cfg.sliding_window_pattern != 0
+            window = jnp.where(is_local, cfg.sliding_window, jnp.iinfo(jnp.int32).max)
+        mask = attention_mask(ctx["positions"], ctx["k_positions"], ctx["k_valid"], window)
+        logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, h, d)
+        out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"))
+        return jnp.einsum("bthd,hde->bte", out, wo), kv
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        e, m = cfg.d_model, cfg.mlp_dim
+        gate = _param(self, "gate", (e, m), ("embed", "mlp"), _dense_init(e), cfg)
+        up = _param(self, "up", (e, m), ("embed", "mlp"), _dense_init(e), cfg)
+        down = _param(self, "down", (m, e), ("mlp", "embed"), _dense_init(m), cfg)
+        g = x @ gate
+        g = jax.nn.gelu(g, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(g)
+        hidden = sharding.constrain(g * (x @ up), ("batch", "length", "mlp"))
+        return hidden @ down
+
+
+class Block(nn.Module):
+    """One transformer layer. ``(carry, layer) -> (carry, None)`` so it can be scanned."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, carry, layer: Array, ctx: dict):
+        cfg = self.config
+        x, kv = carry
+        attn_out, kv = Attention(cfg, name="attn")(RMSNorm(cfg, name="pre_attn_norm")(x), ctx, kv, layer)
+        if cfg.post_norms:
+            attn_out = RMSNorm(cfg, name="post_attn_norm")(attn_out)
+        x = x + attn_out
+        mlp_out = MLP(cfg, name="mlp")(RMSNorm(cfg, name="pre_mlp_norm")(x))
+        if cfg.post_norms:
+            mlp_out = RMSNorm(cfg, name="post_mlp_norm")(mlp_out)
+        x = sharding.constrain(x + mlp_out, ("batch", "length", "embed"))
+        return (x, kv), None
+
+
+_REMAT = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Transformer(nn.Module):
+    """Decoder-only transformer.
+
+    ``__call__(tokens [B,T], positions [B,T], valid [B,T], cache=None)`` returns
+    ``(logits [B,T,V] float32, cache)``. Without a cache, the T tokens attend to each other; with
+    one, they are written at slots ``[cache.index, cache.index + T)`` and attend to every valid
+    slot, so the same call is both prefill (T = prompt length) and decode (T = 1).
+    """
+
+    config: ModelConfig
+
+    def setup(self):
+        cfg = self.config
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0 if cfg.scale_embeddings else 0.02),
+                                         ("vocab", "embed")),
+            (cfg.vocab_size, cfg.d_model), jnp.dtype(cfg.param_dtype))
+        block = Block
+        if cfg.remat_policy != "none":
+            block = nn.remat(Block, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            self.layers = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, name="layers")
+        else:
+            self.layers = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        self.final_norm = RMSNorm(cfg, name="final_norm")
+        if not cfg.tie_embeddings:
+            self.lm_head = self.param(
+                "lm_head", nn.with_logical_partitioning(_dense_init(cfg.d_model), ("embed", "vocab")),
+                (cfg.d_model, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
+
+    def __call__(self, tokens: Array, positions: Array, valid: Array, cache: KVCache | None = None,
+                 *, return_hidden: bool = False):
+        cfg = self.config
+        x = jnp.take(jnp.asarray(self.embedding, cfg.dtype), tokens, axis=0)
+        if cfg.scale_embeddings:
+            x = x * jnp.asarray(cfg.d_model**0.5, cfg.dtype)
+        x = sharding.constrain(x, ("batch", "length", "embed"))
+        positions = positions.astype(jnp.int32)
+        ctx = {"positions": positions}
+        if cache is None:
+            ctx.update(k_positions=positions, k_valid=valid, index=None)
+            kv = None
+        else:
+            start = (0, cache.index)
+            k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, start)
+            k_valid = jax.lax.dynamic_update_slice(cache.valid, valid.astype(bool), start)
+            ctx.update(k_positions=k_positions, k_valid=k_valid, index=cache.index)
+            kv = (cache.k, cache.v)
+
+        if cfg.scan_layers:
+            (x, kv), _ = self.layers((x, kv), jnp.arange(cfg.num_layers), ctx)
+        else:
+            for i, layer in enumerate(self.layers):
+                (x, kv), _ = layer((x, kv), jnp.asarray(i), ctx)
+
+        x = self.final_norm(x)
+        if cache is not None:
+            cache = KVCache(k=kv[0], v=kv[1], positions=ctx["k_positions"], valid=ctx["k_valid"],
+                            index=cache.index + tokens.shape[1])
+        if return_hidden:
+            return x, cache
+        return self.logits(x), cache
+
+    def logits(self, hidden: Array) -> Array:
+        """Output logits [..., V] in float32 from final hidden states [..., E]."""
+        cfg = self.config
+        if cfg.tie_embeddings:
+            logits = hidden @ jnp.asarray(self.embedding, cfg.dtype).T
+        else:
+            logits = hidden @ jnp.asarray(self.lm_head, cfg.dtype)
+        logits = logits.astype(jnp.float32)
+        if cfg.final_logit_softcap is not None:
+            logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap
+        return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter creation, directly sharded.
+
+
+def _dummy_inputs(batch: int = 1, length: int = 1):
+    tokens = jnp.zeros((batch, length), jnp.int32)
+    return tokens, jnp.zeros_like(tokens), jnp.ones((batch, length), bool)
+
+
+def abstract_params(config: ModelConfig) -> Any:
+    """Shapes, dtypes and logical axis names of all parameters, without allocating them."""
+    model = Transformer(config)
+    return jax.eval_shape(lambda rng: model.init(rng, *_dummy_inputs())["params"], jax.random.key(0))
+
+
+def param_shardings(config: ModelConfig, mesh, rules) -> Any:
+    """NamedShardings for the (unboxed) parameter tree under a rule set."""
+    boxed = abstract_params(config)
+    return sharding.param_shardings(boxed, mesh, sharding.resolve_rules(rules))
+
+
+def init_params(config: ModelConfig, rng: Array, mesh=None, rules="fsdp") -> Any:
+    """Random parameters, created already sharded on `mesh` (never whole on one device)."""
+    model = Transformer(config)
+
+    def init(key):
+        return nn.meta.unbox(model.init(key, *_dummy_inputs())["params"])
+
+    if mesh is None:
+        return jax.jit(init)(rng)
+    return jax.jit(init, out_shardings=param_shardings(config, mesh, rules))(rng)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def forward(config: ModelConfig, params: Any, tokens: Array, positions: Array, valid: Array) -> Array:
+    """Full-sequence logits [B, T, V] (a convenience for tests and scoring)."""
+    logits, _ = Transformer(config).apply({"params": params}, tokens, positions, valid)
+    return logits
+
+
+def left_padded_positions(valid: Array) -> Array:
+    """Position ids [B, T] for a left-padded (or gapped) batch: count of valid tokens before."""
+    valid = valid.astype(jnp.int32)
+    return jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
