@@ -1,0 +1,149 @@
+"""The jitted, sharded policy-gradient step.
+
+One call: policy log-probs of every sampled token (one full forward over the episode as it sat
+in the KV cache), reference log-probs (frozen parameters, no gradient), a per-token KL on each
+attempt with its own weight, the REINFORCE loss over each attempt's own tokens, gradient
+accumulation over micro-batches, and one optax update. The state is donated.
+
+Batch arrays (B episodes, K attempts, T slots; the token at slot t is predicted from slot t-1,
+which the episode layout guarantees is valid for every attempt token):
+  tokens [B, T] int32, positions [B, T] int32, valid [B, T] bool,
+  attempt_masks [B, K, T] float32 (1 on attempt k's sampled tokens),
+  advantages [B, K] float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from score_jax.model import ModelConfig, Transformer
+from score_jax.rl import estimators
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: Array  # [] int32: optimizer updates applied
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, schedule: str = "constant",
+                   b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.0,
+                   grad_clip_norm: float | None = 1.0) -> optax.GradientTransformation:
+    """Adam(W) with linear warmup then a constant or cosine schedule, after global-norm clipping."""
+    if schedule == "constant":
+        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+                                   optax.constant_schedule(learning_rate)], [max(warmup_steps, 1)])
+    elif schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1), max(total_steps, 2))
+    else:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; use 'constant' or 'cosine'")
+    parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
+    parts.append(optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay))
+    return optax.chain(*parts)
+
+
+def token_logprobs(config: ModelConfig, params: Any, tokens: Array, positions: Array, valid: Array,
+                   with_entropy: bool = False):
+    """log p(token[t] | tokens[<t]) for every slot, [B, T] float32 (0 at slot 0).
+
+    With `with_entropy`, also the entropy [B, T] of the predictive distribution that produced
+    each slot's token.
+    """
+    logits, _ = Transformer(config).apply({"params": params}, tokens, positions, valid)
+    logits = logits[:, :-1]
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
+    logp = jnp.pad(picked - logz, ((0, 0), (1, 0)))
+    if not with_entropy:
+        return logp
+    probs = jax.nn.softmax(logits, axis=-1)
+    entropy = logz - jnp.sum(probs * logits, axis=-1)
+    return logp, jnp.pad(entropy, ((0, 0), (1, 0)))
+
+
+def _microbatch_loss(params, ref_params, mb, kl_weights, num_tokens, *, config, ref_config, kl_name, kl_in_loss):
+    logp, entropy = token_logprobs(config, params, mb["tokens"], mb["positions"], mb["valid"], with_entropy=True)
+    ref_logp = jax.lax.stop_gradient(
+        token_logprobs(ref_config, ref_params, mb["tokens"], mb["positions"], mb["valid"]))
+    masks = mb["attempt_masks"]  # [b, K, T]
+    kl_tok = estimators.kl_estimator(kl_name)(logp, ref_logp)  # [b, T]
+    pg = -jnp.sum(mb["advantages"][:, :, None] * masks * logp[:, None, :])
+    kl_per_attempt = jnp.sum(masks * kl_tok[:, None, :], axis=(0, 2))  # [K]
+    loss = pg + (jnp.sum(kl_weights * kl_per_attempt) if kl_in_loss else 0.0)
+    stats = {
+        "pg_loss": pg,
+        "kl_sum": jax.lax.stop_gradient(kl_per_attempt),
+        "kl_k1_sum": jax.lax.stop_gradient(jnp.sum(masks * (logp - ref_logp)[:, None, :], axis=(0, 2))),
+        "entropy_sum": jax.lax.stop_gradient(jnp.sum(masks * entropy[:, None, :], axis=(0, 2))),
+        "tokens": jnp.sum(masks, axis=(0, 2)),
+    }
+    return loss / num_tokens, stats
+
+
+def train_step(state: TrainState, ref_params: Any, batch: dict, kl_weights: Array, *, config: ModelConfig,
+               ref_config: ModelConfig, tx: optax.GradientTransformation, kl_name: str, kl_in_loss: bool,
+               num_microbatches: int):
+    """One policy update on a batch; see the module docstring for shapes. Returns (state, metrics)."""
+    bsz = batch["tokens"].shape[0]
+    if bsz % num_microbatches:
+        raise ValueError(f"batch of {bsz} episodes does not split into {num_microbatches} micro-batches")
+    num_tokens = jnp.maximum(jnp.sum(batch["attempt_masks"]), 1.0)
+    micro = jax.tree.map(lambda x: x.reshape(num_microbatches, bsz // num_microbatches, *x.shape[1:]), batch)
+    grad_fn = jax.grad(functools.partial(_microbatch_loss, config=config, ref_config=ref_config, kl_name=kl_name,
+                                         kl_in_loss=kl_in_loss), has_aux=True)
+
+    def accumulate(carry, mb):
+        grads, stats = carry
+        g, s = grad_fn(state.params, ref_params, mb, kl_weights, num_tokens)
+        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, stats, s)), None
+
+    k = batch["attempt_masks"].shape[1]
+    zero_stats = {"pg_loss": jnp.zeros(()), **{n: jnp.zeros((k,)) for n in
+                                                ("kl_sum", "kl_k1_sum", "entropy_sum", "tokens")}}
+    zero_grads = jax.tree.map(jnp.zeros_like, state.params)
+    (grads, stats), _ = jax.lax.scan(accumulate, (zero_grads, zero_stats), micro)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    per_attempt = jnp.maximum(stats["tokens"], 1.0)
+    metrics = {
+        "loss/pg": stats["pg_loss"] / num_tokens,
+        "grad_norm": optax.global_norm(grads),
+        "kl": stats["kl_sum"] / per_attempt,  # [K] mean per token, chosen estimator
+        "kl_k1": stats["kl_k1_sum"] / per_attempt,
+        "entropy": stats["entropy_sum"] / per_attempt,
+    }
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def make_train_step(config: ModelConfig, ref_config: ModelConfig, tx: optax.GradientTransformation, *,
+                    kl_estimator: str = "k3", kl_in_loss: bool = True, num_microbatches: int = 1,
+                    state_shardings: Any = None, ref_shardings: Any = None, batch_sharding: Any = None):
+    """The jitted step ``(state, ref_params, batch, kl_weights) -> (state, metrics)``, state donated."""
+    estimators.kl_estimator(kl_estimator)  # validate the name early
+    fn = functools.partial(train_step, config=config, ref_config=ref_config, tx=tx, kl_name=kl_estimator,
+                           kl_in_loss=kl_in_loss, num_microbatches=num_microbatches)
+    if state_shardings is None:
+        return jax.jit(fn, donate_argnums=0)
+    return jax.jit(fn, donate_argnums=0, in_shardings=(state_shardings, ref_shardings, batch_sharding, None),
+                   out_shardings=(state_shardings, None))
+
+
+def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+    """A fresh state; the optimizer state is created where the parameters live."""
+    opt_state = jax.jit(tx.init)(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def make_score_fn(config: ModelConfig):
+    """Jitted token log-probs of a batch under `config` (reference scoring for KL-in-reward)."""
+    return jax.jit(functools.partial(token_logprobs, config))
