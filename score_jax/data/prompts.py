@@ -123,7 +123,9 @@ def get_preset(name: str, task: str, *, shots: Iterable[Example] | None = None) 
       ValueError: an unknown pair, MBPP without its prompt split, or shots for another task.
     """
     if (name, task) not in _PRESETS:
-        raise ValueError(f"No prompt preset {name!r} for task {task!r}; have {available_presets()}.")
+        raise ValueError(
+            f"No prompt preset {name!r} for task {task!r}; have {available_presets()}."
+        )
     render, correction = _PRESETS[name, task]
     if task != "mbpp":
         if shots is not None:

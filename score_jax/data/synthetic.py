@@ -41,7 +41,9 @@ _ASSIGNMENT = re.compile(r"x\s*=\s*(-?\d+)")
 _INTEGER = re.compile(r"-?\d+")
 
 
-def _problem_space(difficulty: SyntheticDifficulty) -> Iterator[tuple[int, tuple[int, ...], int, int]]:
+def _problem_space(
+    difficulty: SyntheticDifficulty,
+) -> Iterator[tuple[int, tuple[int, ...], int, int]]:
     """Every (p, x coefficients, constant, right-hand side) with exactly one solution."""
     for p in difficulty.primes:
         for num_terms in difficulty.num_terms:
@@ -79,7 +81,9 @@ def generate_synthetic(
     """
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTIES:
-            raise ValueError(f"Unknown difficulty {difficulty!r}; choose from {list(DIFFICULTIES)}.")
+            raise ValueError(
+                f"Unknown difficulty {difficulty!r}; choose from {list(DIFFICULTIES)}."
+            )
         difficulty = DIFFICULTIES[difficulty]
     space = list(_problem_space(difficulty))
     if num > len(space):
@@ -135,15 +139,24 @@ class Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         SyntheticConfig(
-            name="easy", difficulty="easy", num_train=300, num_test=64,
-            description="p in {5, 7}, one x term.",
+            name="easy",
+            difficulty="easy",
+            num_train=300,
+            num_test=64,
+            description="p in {5, 7}, one x term; 394 distinct problems in all.",
         ),
         SyntheticConfig(
-            name="medium", difficulty="medium", num_train=4000, num_test=500,
+            name="medium",
+            difficulty="medium",
+            num_train=4000,
+            num_test=500,
             description="p in {7, 11}, one or two x terms.",
         ),
         SyntheticConfig(
-            name="hard", difficulty="hard", num_train=8000, num_test=1000,
+            name="hard",
+            difficulty="hard",
+            num_train=8000,
+            num_test=1000,
             description="p in {11, 13}, two x terms.",
         ),
     ]
