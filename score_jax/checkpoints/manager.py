@@ -1,0 +1,133 @@
+"""Training checkpoints with Orbax: the last k steps, the best by training reward, and resume.
+
+Each checkpoint holds two items: ``state`` (parameters, optimizer state, step; saved sharded,
+each process writing its own shards) and ``extra`` (JSON: data-iterator state, RNG seed, stage,
+config, metrics). Saves are asynchronous; a half-written step is never listed by Orbax, and a
+step that fails to restore (corrupted files) is skipped with a warning in favour of the one
+before it, so nothing already saved is lost to a bad write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+_ITEMS = ("state", "extra")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was required."""
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) to restore `tree`'s structure in place."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+                        tree)
+
+
+class Checkpointer:
+    """Latest-k and best checkpoints under ``directory`` (``directory/best`` for the best)."""
+
+    def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+                                               create=True)
+        self._latest = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+        best_options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=async_save, create=True)
+        self._best = ocp.CheckpointManager(os.path.join(self.directory, "best"), options=best_options,
+                                           item_names=_ITEMS)
+        self.best_metric: float | None = None
+
+    def save(self, step: int, state: Any, extra: dict, force: bool = False) -> None:
+        """Starts an asynchronous save of `state` and `extra` at `step`."""
+        self._latest.wait_until_finished()
+        self._latest.save(step, args=_save_args(state, extra), force=force)
+
+    def save_if_best(self, step: int, state: Any, extra: dict, metric: float) -> bool:
+        """Saves under ``best/`` when `metric` beats every earlier one; returns whether it did."""
+        if self.best_metric is not None and metric <= self.best_metric:
+            return False
+        self.best_metric = metric
+        self._best.wait_until_finished()
+        self._best.save(step, args=_save_args(state, dict(extra, best_metric=metric)), force=True)
+        return True
+
+    def steps(self) -> list[int]:
+        return list(self._latest.all_steps())
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+        """(step, state, extra) of the newest checkpoint that restores, or None if there is none.
+
+        A step that fails to restore is skipped with a warning and the one before it is tried.
+        """
+        self._latest.wait_until_finished()
+        for step in sorted(self._latest.all_steps(), reverse=True):
+            try:
+                restored = self._latest.restore(step, args=_restore_args(abstract_state))
+            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint falls back
+                log.warning("checkpoint at step %d in %s is unreadable (%s: %s); falling back to the previous one",
+                            step, self.directory, type(err).__name__, str(err)[:300])
+                continue
+            return step, restored.state, dict(restored.extra)
+        return None
+
+    def restore_best(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+        self._best.wait_until_finished()
+        step = self._best.latest_step()
+        if step is None:
+            return None
+        restored = self._best.restore(step, args=_restore_args(abstract_state))
+        return step, restored.state, dict(restored.extra)
+
+    def wait(self) -> None:
+        self._latest.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._latest.close()
+        self._best.close()
+
+
+def restore_from_path(path: str, abstract_state: Any, step: int | None = None) -> tuple[int, Any, dict]:
+    """Restores a checkpoint from another run's checkpoint directory (e.g. Stage I's, for Stage II).
+
+    `path` is a checkpoint directory (holding step folders), or one step folder; the newest
+    readable step is used unless `step` is given.
+    """
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path {path} does not exist")
+    name = os.path.basename(path.rstrip("/"))
+    if step is None and name.isdigit() and os.path.isdir(os.path.join(path, "state")):
+        path, step = os.path.dirname(path), int(name)
+    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                    item_names=_ITEMS)
+    steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None:
+        steps = [step] if step in steps else []
+    if not steps:
+        raise CheckpointError(f"no checkpoint steps found in {path}" + (f" (asked for step {step})" if step else ""))
+    errors = []
+    for s in steps:
+        try:
+            restored = manager.restore(s, args=_restore_args(abstract_state))
+            return s, restored.state, dict(restored.extra)
+        except Exception as err:  # noqa: BLE001
+            log.warning("checkpoint step %d in %s is unreadable: %s", s, path, err)
+            errors.append(f"step {s}: {type(err).__name__}: {str(err)[:200]}")
+    raise CheckpointError(f"no readable checkpoint in {path}: " + "; ".join(errors))
+
+
+def _save_args(state: Any, extra: dict):
+    return ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra))
+
+
+def _restore_args(abstract_state: Any):
+    return ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore())

@@ -1,0 +1,194 @@
+"""Shared config defaults and validation for every `configs/*.py` file.
+
+Each config file calls `base_config()` and changes what its experiment needs. `validate` runs
+before anything is built or compiled, so a bad setting or a missing path stops the run at once
+with a message that says what to provide.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import ml_collections
+
+from score_jax.rl import estimators, objectives
+
+
+class ConfigError(ValueError):
+    """An invalid or incomplete configuration."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # seeds parameter init, data order and sampling (per-step keys are folded from it)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny_llama"  # a name in score_jax.model.PRESETS (ignored when hf_checkpoint is set)
+    c.model.hf_checkpoint = ""  # HF-format directory (config.json + safetensors) to start from; "" = random init
+    c.model.tokenizer = "byte"  # "byte", a SentencePiece .model, a tokenizer.json, a directory holding one, or "" = hf_checkpoint's
+    c.model.chat_template = ""  # chat template name; "" = the model family's own
+    c.model.param_dtype = "float32"  # float32 or bfloat16: dtype parameters are stored in
+    c.model.dtype = "float32"  # float32 or bfloat16: dtype of activations and matmuls
+    c.model.reference_dtype = "float32"  # dtype of the frozen reference copy (bfloat16 halves its memory)
+    c.model.remat_policy = "none"  # none, full, dots, dots_no_batch: activation rematerialisation in training
+    c.model.scan_layers = False  # scan over layers (faster compiles on deep models)
+    c.model.overrides = ml_collections.ConfigDict()  # other ModelConfig fields to override (tiny test models)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = (1, -1, 1)  # devices along (data, fsdp, tensor); one axis may be -1 = the rest
+    c.mesh.rules = "fsdp"  # sharding rule set: data_parallel, fsdp, fsdp_tensor (score_jax.sharding)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.benchmark = "synthetic"  # math, code or synthetic: which data, prompts and reward
+    c.data.train = "synthetic/train"  # builder/split to train on (e.g. math/prm800k:train, mbpp/full:train)
+    c.data.eval = "synthetic/test"  # builder/split to evaluate on (e.g. math/prm800k:test, humaneval:test)
+    c.data.data_dir = ""  # where prepared TFDS datasets are written and read ("" = <workdir>/tfds)
+    c.data.manual_dir = ""  # where the user's downloaded files are (MATH, MBPP, HumanEval)
+    c.data.prompt_preset = "paper"  # prompt preset name (score_jax.data.prompts)
+    c.data.synthetic_difficulty = "easy"  # difficulty of the synthetic task
+    c.data.synthetic_size = 300  # synthetic train problems (test split is a quarter of it)
+
+    c.rl = ml_collections.ConfigDict()
+    c.rl.schedule = "stage1:100,stage2:100"  # stages and their steps, in order (stage1, stage2, naive_multi_turn, single_turn)
+    c.rl.init_from = ""  # checkpoint directory to start the policy from (e.g. a Stage I run, for Stage II)
+    c.rl.num_attempts = 2  # attempts per episode (2 = one round of self-correction)
+    c.rl.prompts_per_step = 8  # prompts per training step, across all processes
+    c.rl.samples_per_prompt = 4  # episodes per prompt (the leave-one-out group)
+    c.rl.alpha = 10.0  # Stage II reward-shaping weight on r(y2) - r(y1)
+    c.rl.beta1 = 0.01  # KL weight on second attempts (and on first attempts in Stage II)
+    c.rl.beta2 = 0.1  # Stage I KL weight on first attempts
+    c.rl.turn_discount = 0.0  # gamma: credit attempt k with discounted later returns (paper: 0)
+    c.rl.advantage_estimator = "rloo"  # rloo, reinforce or grpo
+    c.rl.kl_estimator = "k3"  # k1, k2 or k3 per-token KL estimate
+    c.rl.kl_in_reward = False  # subtract beta * sequence KL from the reward instead of adding it to the loss
+    c.rl.temperature = 1.0  # training sampling temperature (paper: 1.0)
+    c.rl.top_k = 0  # 0 = off
+    c.rl.top_p = 1.0  # 1.0 = off
+    c.rl.max_new_tokens = 512  # tokens per attempt
+    c.rl.prompt_buckets = (128, 256, 512, 1024)  # prompt lengths are padded up to one of these (no recompiles)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 1e-5  # Adam learning rate after warmup
+    c.optim.warmup_steps = 10  # linear warmup steps
+    c.optim.schedule = "constant"  # constant or cosine after warmup
+    c.optim.b1 = 0.9  # Adam beta1
+    c.optim.b2 = 0.999  # Adam beta2
+    c.optim.weight_decay = 0.0  # decoupled weight decay (AdamW)
+    c.optim.grad_clip_norm = 1.0  # global-norm clipping; 0 = off
+    c.optim.num_microbatches = 1  # gradient accumulation: micro-batches per step
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 50  # save every N steps (and on SIGTERM, and at the end of each stage)
+    c.checkpoint.max_to_keep = 3  # latest checkpoints kept (the best one is kept separately)
+    c.checkpoint.async_save = True  # write checkpoints in the background
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_steps = 0  # evaluate on the eval split every N steps; 0 = only at the end
+    c.eval.num_examples = 500  # eval problems (0 = all)
+    c.eval.batch_size = 32  # prompts per greedy-decoding batch
+    c.eval.max_new_tokens = 0  # tokens per eval attempt; 0 = rl.max_new_tokens
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # host:port of process 0 ("" = from the environment / auto-detect)
+    c.distributed.num_processes = 0  # processes in the job (0 = from the environment / auto-detect)
+    c.distributed.process_id = -1  # this process's index (-1 = from the environment / auto-detect)
+    c.distributed.local_device_ids = ""  # comma-separated local device ids ("" = all)
+    c.distributed.cpu_collectives = ""  # "gloo" for multi-process CPU runs
+
+    c.require_real_paths = False  # real-model configs: refuse to start without a checkpoint and data
+    c.peak_flops_per_device = 0.0  # device peak FLOP/s for the MFU estimate (0 = unknown: report FLOP/s only)
+    c.log_every_steps = 1  # progress line and metric-writing interval
+    return c
+
+
+def stage_schedule(config) -> list[tuple[str, int]]:
+    """Parses ``rl.schedule`` ("stage1:100,stage2:200") into [(stage, steps), ...]."""
+    out = []
+    for part in str(config.rl.schedule).split(","):
+        name, _, steps = part.strip().partition(":")
+        if name not in objectives.STAGES:
+            raise ConfigError(f"rl.schedule: unknown stage {name!r} in {config.rl.schedule!r}; "
+                              f"known: {objectives.STAGES}")
+        try:
+            n = int(steps)
+        except ValueError:
+            raise ConfigError(f"rl.schedule: {part!r} needs a step count, like 'stage1:100'") from None
+        if n <= 0:
+            raise ConfigError(f"rl.schedule: {part!r} has a non-positive step count")
+        out.append((name, n))
+    if not out:
+        raise ConfigError("rl.schedule is empty")
+    return out
+
+
+def validate(config, num_devices: int | None = None, process_count: int = 1) -> None:
+    """Checks settings and paths; raises ConfigError naming the field and what to do."""
+    rl = config.rl
+    stage_schedule(config)
+    estimators_ = estimators.ADVANTAGE_ESTIMATORS
+    if rl.advantage_estimator not in estimators_:
+        raise ConfigError(f"rl.advantage_estimator={rl.advantage_estimator!r} is unknown; "
+                          f"choose one of {sorted(estimators_)}")
+    if rl.kl_estimator not in estimators.KL_ESTIMATORS:
+        raise ConfigError(f"rl.kl_estimator={rl.kl_estimator!r} is unknown; choose one of "
+                          f"{sorted(estimators.KL_ESTIMATORS)}")
+    for name in ("alpha", "beta1", "beta2", "turn_discount"):
+        if getattr(rl, name) < 0:
+            raise ConfigError(f"rl.{name}={getattr(rl, name)} must be >= 0")
+    if rl.num_attempts < 2 and any(s != "single_turn" for s, _ in stage_schedule(config)):
+        raise ConfigError(f"rl.num_attempts={rl.num_attempts}: self-correction needs at least 2 attempts")
+    if rl.samples_per_prompt < 1 or rl.prompts_per_step < 1:
+        raise ConfigError("rl.samples_per_prompt and rl.prompts_per_step must be >= 1")
+    if rl.advantage_estimator == "rloo" and rl.samples_per_prompt < 2:
+        raise ConfigError("rl.advantage_estimator='rloo' needs rl.samples_per_prompt >= 2 (a leave-one-out group)")
+    if rl.temperature <= 0:
+        raise ConfigError(f"rl.temperature={rl.temperature} must be > 0 for training (use eval for greedy)")
+    if rl.prompts_per_step % process_count:
+        raise ConfigError(f"rl.prompts_per_step={rl.prompts_per_step} does not divide over {process_count} processes")
+    episodes = rl.prompts_per_step * rl.samples_per_prompt
+    if episodes % config.optim.num_microbatches:
+        raise ConfigError(f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
+                          f"into optim.num_microbatches={config.optim.num_microbatches}")
+    if config.optim.learning_rate <= 0:
+        raise ConfigError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
+    if num_devices is not None:
+        shape = list(config.mesh.shape)
+        if len(shape) != 3:
+            raise ConfigError(f"mesh.shape={tuple(shape)} must give (data, fsdp, tensor)")
+        known = math.prod(s for s in shape if s != -1)
+        fits = (known > 0 and num_devices % known == 0) if -1 in shape else known == num_devices
+        if not fits or shape.count(-1) > 1:
+            raise ConfigError(f"mesh.shape={tuple(shape)} does not fit the {num_devices} available devices; "
+                              f"the product of the sizes must equal {num_devices} (one size may be -1)")
+        data_ways = shape[0] * shape[1] if -1 not in shape[:2] else num_devices // max(shape[2], 1)
+        if data_ways > 0 and episodes % data_ways:
+            raise ConfigError(f"{episodes} episodes per step do not split over the {data_ways} data-parallel "
+                              f"devices of mesh.shape={tuple(shape)}")
+    _check_paths(config)
+
+
+def _check_paths(config) -> None:
+    ckpt = config.model.hf_checkpoint
+    if config.require_real_paths and not ckpt:
+        raise ConfigError("this config trains a real model: pass --config.model.hf_checkpoint=/path/to/hf_model "
+                          "(a directory with config.json, *.safetensors and the tokenizer files)")
+    if ckpt and not os.path.isfile(os.path.join(ckpt, "config.json")):
+        raise ConfigError(f"model.hf_checkpoint={ckpt!r} is not an HF checkpoint directory (no config.json there). "
+                          "Download the model (config.json, *.safetensors, tokenizer) and pass "
+                          "--config.model.hf_checkpoint=/path/to/model")
+    tok = config.model.tokenizer
+    if not tok and not ckpt:
+        raise ConfigError("model.tokenizer is empty, which means the checkpoint's own, but model.hf_checkpoint is "
+                          "not set either; pass one of them")
+    if tok and tok != "byte" and not os.path.exists(tok):
+        raise ConfigError(f"model.tokenizer={tok!r} does not exist; pass a tokenizer.model / tokenizer.json path "
+                          "or the checkpoint directory holding it")
+    if config.data.benchmark in ("math", "code") and not config.data.manual_dir:
+        raise ConfigError(f"data.benchmark={config.data.benchmark!r} reads files you download yourself: pass "
+                          "--config.data.manual_dir=/path/to/files (see third_party/DATASETS.md for what goes there)")
+    if config.data.manual_dir and not os.path.isdir(config.data.manual_dir):
+        raise ConfigError(f"data.manual_dir={config.data.manual_dir!r} does not exist")
+    if config.rl.init_from and not os.path.isdir(config.rl.init_from):
+        raise ConfigError(f"rl.init_from={config.rl.init_from!r} does not exist; pass the Stage I run's "
+                          "checkpoint directory (<workdir>/checkpoints)")

@@ -1,0 +1,34 @@
+"""Entry point: ``python -m score_jax.main --config=configs/stage2_math.py --workdir=DIR``.
+
+Flags only; the library does the work (`score_jax.train.run`, or `score_jax.demo.run` for the
+offline demo config). Override any config field with ``--config.rl.alpha=5``.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from score_jax import distributed
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports (resumed if present).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    config = _CONFIG.value
+    distributed.initialize(**config.get("distributed", {}))
+    if config.get("demo") is not None:
+        from score_jax import demo
+
+        demo.run(config, _WORKDIR.value)
+    else:
+        from score_jax import train
+
+        train.run(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

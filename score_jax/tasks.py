@@ -1,0 +1,128 @@
+"""A benchmark as the trainer sees it: train and eval examples, prompts, and a reward.
+
+``build_task(config)`` picks, from ``config.data``: the data (MATH, MBPP/HumanEval, or the
+synthetic task generated in memory), the prompt preset, and the grader (sympy-based MATH grading,
+the code sandbox, or substitution for the synthetic equations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from score_jax import data
+
+Example = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    train: Sequence[Example]
+    eval: Sequence[Example]
+    preset: data.PromptPreset  # prompts for training (first turn + correction instruction)
+    eval_preset: data.PromptPreset  # prompts for evaluation (HumanEval is zero-shot, MBPP 3-shot)
+    # (texts [N], examples [N]) -> rewards [N] in [0, 1]
+    reward: Callable[[Sequence[str], Sequence[Example]], np.ndarray]
+    # text -> its final answer (None when there is none), to count attempts that change it
+    answer: Callable[[str], str | None]
+
+
+def parse_split_spec(spec: str) -> tuple[str, str | None, str]:
+    """'math/prm800k:train' -> ('math', 'prm800k', 'train'); 'humaneval:test' -> ('humaneval', None, 'test')."""
+    name_config, sep, split = spec.partition(":")
+    if not sep or not split:
+        raise ValueError(f"data split {spec!r} must look like 'name/config:split' or 'name:split'")
+    name, _, config = name_config.partition("/")
+    return name, (config or None), split
+
+
+def build_task(config, data_dir: str | None = None) -> Task:
+    """The task of ``config.data`` (loading or building datasets as needed)."""
+    cfg = config.data
+    if cfg.benchmark == "synthetic":
+        return _synthetic_task(cfg, seed=config.seed)
+    if cfg.benchmark == "math":
+        return _math_task(cfg, data_dir)
+    if cfg.benchmark == "code":
+        return _code_task(cfg, data_dir)
+    raise ValueError(f"data.benchmark={cfg.benchmark!r} is unknown; use math, code or synthetic")
+
+
+def _load(spec: str, cfg, data_dir) -> data.Source:
+    name, builder_config, split = parse_split_spec(spec)
+    return data.load(name, builder_config, split, data_dir=cfg.data_dir or data_dir,
+                     manual_dir=cfg.manual_dir or None)
+
+
+def _synthetic_task(cfg, seed: int) -> Task:
+    num_test = max(cfg.synthetic_size // 4, 1)
+    problems = data.generate_synthetic(cfg.synthetic_size + num_test, seed=1000 + seed,
+                                       difficulty=cfg.synthetic_difficulty)
+    preset = data.get_preset("synthetic", "synthetic")
+
+    def reward(texts, examples):
+        return np.array([float(data.check_synthetic_answer(ex, t)) for t, ex in zip(texts, examples)], np.float32)
+
+    def answer(text):
+        value = data.extract_synthetic_answer(text)
+        return None if value is None else str(value)
+
+    return Task("synthetic", problems[:cfg.synthetic_size], problems[cfg.synthetic_size:], preset, preset, reward,
+                answer)
+
+
+def _math_task(cfg, data_dir) -> Task:
+    from score_jax.rewards import math as math_rewards
+
+    def reward(texts, examples):
+        return np.asarray(math_rewards.grade_batch(list(texts), [ex["answer"] for ex in examples]), np.float32)
+
+    preset = data.get_preset(cfg.prompt_preset, "math")
+    return Task("math", _load(cfg.train, cfg, data_dir), _load(cfg.eval, cfg, data_dir), preset, preset, reward,
+                math_rewards.extract_answer)
+
+
+def _code_task(cfg, data_dir) -> Task:
+    from score_jax.rewards import code as code_rewards
+
+    train_name, train_config, _ = parse_split_spec(cfg.train)
+    shots = data.load(train_name, train_config, "prompt", data_dir=cfg.data_dir or data_dir,
+                      manual_dir=cfg.manual_dir or None)
+    eval_name = parse_split_spec(cfg.eval)[0]
+
+    def reward(texts, examples):
+        jobs = []
+        for text, ex in zip(texts, examples):
+            program = extract_program(text)
+            if "entry_point" in ex:  # HumanEval
+                jobs.append(("humaneval", ex, program))
+            else:
+                jobs.append(("mbpp", ex, program))
+        results = code_rewards.run_jobs(jobs)
+        return np.array([float(r.passed) for r in results], np.float32)
+
+    train_preset = data.get_preset(cfg.prompt_preset, "mbpp", shots=shots)
+    eval_preset = data.get_preset(cfg.prompt_preset, "humaneval" if eval_name == "humaneval" else "mbpp",
+                                  **({} if eval_name == "humaneval" else {"shots": shots}))
+    return Task("code", _load(cfg.train, cfg, data_dir), _load(cfg.eval, cfg, data_dir), train_preset, eval_preset,
+                reward, extract_program)
+
+
+_FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
+_BEGIN_DONE = re.compile(r"\[BEGIN\]\s*(.*?)\s*(?:\[DONE\]|$)", re.DOTALL)
+
+
+def extract_program(text: str) -> str:
+    """The program in a model's reply: the last fenced code block, MBPP's [BEGIN]...[DONE], or all of it."""
+    blocks = _FENCE.findall(text)
+    if blocks:
+        return blocks[-1].strip("\n")
+    match = _BEGIN_DONE.findall(text)
+    if match:
+        return match[-1]
+    return text.strip("\n")
