@@ -224,8 +224,13 @@ def prm800k_split(
     held_out = set(chosen)
     if len(held_out) != len(chosen):
         raise DataError("The MATH500 list names a test problem more than once.")
+    # The MATH500 list's own answer where it has one, else the boxed answer from the solution.
     math500_examples = [
-        {**test[i], "id": record["unique_id"], "answer": record.get("answer") or test[i]["answer"]}
+        {
+            **test[i],
+            "id": record["unique_id"],
+            "answer": str(record.get("answer") or test[i]["answer"]).strip(),
+        }
         for i, record in zip(chosen, math500)
     ]
     rest = [example for i, example in enumerate(test) if i not in held_out]

@@ -37,6 +37,16 @@ def shard_bounds(num_examples: int, process_index: int, process_count: int) -> t
 class PromptBatches(Iterator[list[dict[str, Any]]]):
     """Iterates over per-process batches of examples from a random-access source.
 
+    Args:
+      source: `len()` and `[i]` -> example dict, such as `score_jax.data.load(...)`.
+      batch_size: examples per batch on this process; the global batch is
+        batch_size * process_count.
+      seed: seeds each epoch's permutation; the same on every process.
+      shuffle: permute each epoch; if False, epochs go in source order.
+      num_epochs: stop after this many epochs; None repeats forever.
+      process_index: this process, e.g. `jax.process_index()`.
+      process_count: all processes, e.g. `jax.process_count()`.
+
     Attributes:
       steps_per_epoch: batches each process yields per epoch.
     """
@@ -52,16 +62,6 @@ class PromptBatches(Iterator[list[dict[str, Any]]]):
         process_index: int = 0,
         process_count: int = 1,
     ):
-        """Args:
-          source: `len()` and `[i]` -> example dict, such as `score_jax.data.load(...)`.
-          batch_size: examples per batch on this process (the global batch over
-            process_count).
-          seed: seeds each epoch's permutation; the same on every process.
-          shuffle: permute each epoch; if False, epochs go in source order.
-          num_epochs: stop after this many epochs; None repeats forever.
-          process_index: this process, e.g. `jax.process_index()`.
-          process_count: all processes, e.g. `jax.process_count()`.
-        """
         shard_bounds(len(source), process_index, process_count)  # Validates the indices.
         if batch_size < 1 or len(source) // process_count < batch_size:
             raise ValueError(
