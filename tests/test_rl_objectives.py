@@ -24,6 +24,11 @@ def test_stage1_kl_weights_pin_first_attempt_with_beta2():
     np.testing.assert_allclose(objectives.stage_kl_weights("stage2", 2, beta1=0.01, beta2=0.1), [0.01, 0.01])
 
 
+def test_naive_multi_turn_credits_every_attempt_with_the_outcome():
+    rewards = np.array([[1, 0, 1], [0, 1, 1]], float)
+    np.testing.assert_allclose(objectives.stage_returns("naive_multi_turn", rewards), [[0, 1, 1], [0, 1, 1]])
+
+
 def test_turn_discount_credits_earlier_attempts():
     rewards = np.array([[0.0], [1.0]])
     out = objectives.stage_returns("stage2", rewards, alpha=0.0, turn_discount=0.5)

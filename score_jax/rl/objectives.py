@@ -22,8 +22,9 @@ def stage_returns(stage: str, rewards: np.ndarray, alpha: float = 0.0, turn_disc
     - ``stage2``: every attempt earns its reward; attempt k >= 2 adds the shaping bonus
       ``alpha * (r_k - r_{k-1})``, which pays for turning a wrong answer right and charges for
       the reverse.
-    - ``naive_multi_turn``: only the last attempt is rewarded, with no stage I constraint
-      (the baseline that collapses into repeating attempt 1).
+    - ``naive_multi_turn``: the episode's outcome, the last attempt's reward, credits every
+      attempt's tokens (plain multi-turn REINFORCE with no Stage I): improving attempt 1 and
+      copying it is the easiest way up, which is the collapse the paper reports.
     - ``single_turn``: one attempt, rewarded by its own reward.
 
     `turn_discount` (gamma) credits attempt k with ``sum_{j>k} gamma^(j-k) return_j`` too; the
@@ -34,8 +35,10 @@ def stage_returns(stage: str, rewards: np.ndarray, alpha: float = 0.0, turn_disc
         raise ValueError(f"rewards must be [attempts, batch], got shape {rewards.shape}")
     k = rewards.shape[0]
     out = np.zeros_like(rewards)
-    if stage in ("stage1", "naive_multi_turn"):
+    if stage == "stage1":
         out[-1] = rewards[-1]
+    elif stage == "naive_multi_turn":
+        out[:] = rewards[-1]
     elif stage == "stage2":
         out = rewards.copy()
         out[1:] += alpha * (rewards[1:] - rewards[:-1])
