@@ -1,0 +1,709 @@
+"""Hugging Face checkpoints (``config.json`` + safetensors) in and out of score_jax parameters.
+
+Import reads one tensor at a time, turns it into our layout and sends each device only its
+shard, so host memory peaks near the largest tensor (about twice it, during the transpose), never
+the whole model. With ``scan_layers=True`` the per-layer tensors are written one by one into a
+stacked ``[L, ...]`` array that already lives, sharded, on the devices.
+
+Export streams the other way: each tensor is gathered, transposed and appended to a safetensors
+file whose header is planned up front, inside a temporary directory that replaces the target only
+once everything is written.
+
+The tensor-name map for each family is documented in ``third_party/CHECKPOINT_FORMATS.md``.
+
+    config, params = load_hf_checkpoint("/ckpt/gemma-2-2b-it", mesh, rules="fsdp", dtype="bfloat16")
+    save_hf_checkpoint(config, params, "/out/policy", dtype="bfloat16", source_dir="/ckpt/gemma-2-2b-it")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+from safetensors import safe_open
+
+from score_jax.model import config as model_config
+from score_jax.model import transformer
+
+ModelConfig = model_config.ModelConfig
+
+# model_type -> architecture class name, for every family we read and write.
+ARCHITECTURES = {
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
+# Transformers' default for tie_word_embeddings when config.json leaves it out.
+_DEFAULT_TIED = {"gemma": True, "gemma2": True, "llama": False, "qwen2": False}
+# ModelConfig fields that do not change the architecture (and so are not part of config.json).
+_NUMERICS_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers")
+
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
+_DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+INDEX_FILE = "model.safetensors.index.json"
+# Non-weight files copied from `source_dir` on export (tokenizer, generation defaults).
+_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+               "generation_config.json", "chat_template.jinja")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or written as asked; the message names what is wrong."""
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json <-> ModelConfig
+
+
+def _family(hf: dict) -> str:
+    model_type = hf.get("model_type")
+    if model_type in ARCHITECTURES:
+        return model_type
+    by_arch = {arch: family for family, arch in ARCHITECTURES.items()}
+    for arch in hf.get("architectures") or ():
+        if arch in by_arch:
+            return by_arch[arch]
+    raise CheckpointError(
+        f"unsupported architecture: model_type={model_type!r}, architectures={hf.get('architectures')!r}; "
+        f"supported model types: {sorted(ARCHITECTURES)} ({sorted(ARCHITECTURES.values())})")
+
+
+def _required(hf: dict, key: str):
+    if hf.get(key) is None:
+        raise CheckpointError(f"config.json has no {key!r}, which a {hf.get('model_type')} model needs")
+    return hf[key]
+
+
+def _rope(hf: dict) -> tuple[float, tuple[float, float, float, int] | None]:
+    """(rope_theta, llama3 scaling) from transformers 5 ``rope_parameters`` or 4.x ``rope_theta``/``rope_scaling``."""
+    params = hf.get("rope_parameters")
+    if params and all(isinstance(v, dict) for v in params.values()):  # one entry per layer type
+        distinct = {json.dumps(v, sort_keys=True) for v in params.values()}
+        if len(distinct) > 1:
+            raise CheckpointError(f"different RoPE settings per layer type are not supported: {params}")
+        params = next(iter(params.values()))
+    params = dict(params or hf.get("rope_scaling") or {})
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type == "default":
+        return theta, None
+    if rope_type == "llama3":
+        try:
+            scaling = (float(params["factor"]), float(params["low_freq_factor"]), float(params["high_freq_factor"]),
+                       int(params["original_max_position_embeddings"]))
+        except KeyError as e:
+            raise CheckpointError(f"llama3 RoPE scaling {params} lacks {e.args[0]!r}") from None
+        return theta, scaling
+    raise CheckpointError(f"RoPE type {rope_type!r} is not supported; supported: 'default', 'llama3'")
+
+
+def _sliding_window(hf: dict, family: str, num_layers: int) -> tuple[int | None, int]:
+    """(sliding_window, sliding_window_pattern): which layers attend locally, as ModelConfig says it."""
+    layer_types = hf.get("layer_types")
+    if layer_types is not None:
+        if len(layer_types) != num_layers:
+            raise CheckpointError(f"layer_types has {len(layer_types)} entries for {num_layers} layers")
+        unknown = set(layer_types) - {"sliding_attention", "full_attention"}
+        if unknown:
+            raise CheckpointError(f"layer types {sorted(unknown)} are not supported")
+        local = [t == "sliding_attention" for t in layer_types]
+    elif family == "gemma2":  # transformers 4.x: even layers are local
+        local = [i % 2 == 0 for i in range(num_layers)]
+    elif hf.get("use_sliding_window"):
+        raise CheckpointError("use_sliding_window=true without layer_types is not supported")
+    else:
+        local = [False] * num_layers
+    if not any(local):
+        return None, 2
+    window = hf.get("sliding_window")
+    if window is None:
+        raise CheckpointError("layer_types has sliding_attention layers but config.json has no sliding_window")
+    for pattern in range(2, num_layers + 2):
+        if all(is_local == ((i + 1) % pattern != 0) for i, is_local in enumerate(local)):
+            return int(window), pattern
+    raise CheckpointError(
+        f"local layers {[i for i, x in enumerate(local) if x]} do not follow a 'every n-th layer is global' "
+        "pattern, the only one score_jax supports")
+
+
+def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
+    """A ModelConfig from a transformers ``config.json`` dict, then `overrides` (any ModelConfig field).
+
+    Raises:
+      CheckpointError: unsupported architecture or feature, or a missing required field.
+    """
+    family = _family(hf)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+        raise CheckpointError(f"unknown ModelConfig fields in overrides: {sorted(unknown)}")
+    num_heads = int(_required(hf, "num_attention_heads"))
+    d_model = int(_required(hf, "hidden_size"))
+    num_layers = int(_required(hf, "num_hidden_layers"))
+    act = hf.get("hidden_activation") or hf.get("hidden_act") or ("gelu_pytorch_tanh" if "gemma" in family else "silu")
+    if "gemma" in family:
+        # Gemma 1 configs say "gelu", but the models were trained with (and HF runs) the tanh approximation.
+        if act not in ("gelu_pytorch_tanh", "gelu", "gelu_new"):
+            raise CheckpointError(f"activation {act!r} is not supported for {family}; expected gelu_pytorch_tanh")
+        activation = "gelu_tanh"
+    elif act == "silu":
+        activation = "silu"
+    else:
+        raise CheckpointError(f"activation {act!r} is not supported for {family}; expected silu")
+    if hf.get("mlp_bias"):
+        raise CheckpointError("mlp_bias=true is not supported (score_jax MLPs have no biases)")
+    if family != "qwen2" and hf.get("attention_bias"):
+        raise CheckpointError(f"attention_bias=true is not supported for {family} (it adds an output-projection bias)")
+    rope_theta, llama3_scaling = _rope(hf)
+    window, pattern = _sliding_window(hf, family, num_layers)
+    gemma2 = family == "gemma2"
+    fields = dict(
+        family=family,
+        vocab_size=int(_required(hf, "vocab_size")),
+        d_model=d_model,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=int(hf.get("num_key_value_heads") or num_heads),
+        head_dim=int(hf.get("head_dim") or d_model // num_heads),
+        mlp_dim=int(_required(hf, "intermediate_size")),
+        activation=activation,
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        norm_scale_plus_one="gemma" in family,
+        scale_embeddings="gemma" in family,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", _DEFAULT_TIED[family])),
+        qkv_bias=family == "qwen2",
+        rope_theta=rope_theta,
+        rope_llama3_scaling=llama3_scaling,
+        attn_logit_softcap=hf.get("attn_logit_softcapping") if gemma2 else None,
+        final_logit_softcap=hf.get("final_logit_softcapping") if gemma2 else None,
+        sliding_window=window,
+        sliding_window_pattern=pattern,
+        post_norms=gemma2,
+        query_pre_attn_scalar=hf.get("query_pre_attn_scalar") if gemma2 else None,
+        max_seq_len=int(hf.get("max_position_embeddings") or 8192),
+    )
+    try:
+        return ModelConfig(**(fields | overrides))
+    except ValueError as e:
+        raise CheckpointError(f"config.json does not make a valid ModelConfig: {e}") from e
+
+
+def _architecture(config: ModelConfig) -> dict:
+    """The fields of a config that fix the network (query_pre_attn_scalar compared by its effect)."""
+    fields = dataclasses.asdict(config)
+    for name in _NUMERICS_FIELDS + ("query_pre_attn_scalar",):
+        fields.pop(name)
+    fields["query_scale"] = config.query_scale
+    if config.sliding_window is None:
+        fields.pop("sliding_window_pattern")
+    return fields
+
+
+def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: str | None = None) -> dict:
+    """A transformers ``config.json`` dict for `config`, over `base` (e.g. the source model's, for token ids).
+
+    Written for both transformers 5 (``rope_parameters``) and 4.x (``rope_theta``/``rope_scaling``).
+
+    Raises:
+      CheckpointError: `config` uses a feature its family's transformers model does not have.
+    """
+    c = config
+    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
+    if c.rope_llama3_scaling is not None:
+        factor, low, high, original = c.rope_llama3_scaling
+        rope.update(rope_type="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high,
+                    original_max_position_embeddings=original)
+    dtype = dtype or c.param_dtype
+    hf = dict(base or {})
+    hf.update(
+        architectures=[ARCHITECTURES[c.family]],
+        model_type=c.family,
+        vocab_size=c.vocab_size,
+        hidden_size=c.d_model,
+        intermediate_size=c.mlp_dim,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads,
+        num_key_value_heads=c.num_kv_heads,
+        head_dim=c.head_dim,
+        rms_norm_eps=c.norm_eps,
+        max_position_embeddings=c.max_seq_len,
+        tie_word_embeddings=c.tie_embeddings,
+        rope_parameters=rope,
+        rope_theta=c.rope_theta,
+        rope_scaling=None if c.rope_llama3_scaling is None else {k: v for k, v in rope.items() if k != "rope_theta"},
+        hidden_act="gelu_pytorch_tanh" if c.activation == "gelu_tanh" else "silu",
+        dtype=dtype,
+        torch_dtype=dtype,
+    )
+    if c.family in ("gemma", "gemma2"):
+        hf.update(hidden_activation=hf["hidden_act"], attention_bias=False)
+    if c.family == "llama":
+        hf.update(attention_bias=False, mlp_bias=False)
+    if c.family == "qwen2":
+        hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=c.num_layers,
+                  layer_types=["full_attention"] * c.num_layers)
+    if c.family == "gemma2":
+        hf.update(
+            query_pre_attn_scalar=c.query_pre_attn_scalar or c.head_dim,
+            sliding_window=c.sliding_window,
+            layer_types=["sliding_attention" if c.is_local_layer(i) else "full_attention" for i in range(c.num_layers)],
+            attn_logit_softcapping=c.attn_logit_softcap,
+            final_logit_softcapping=c.final_logit_softcap,
+        )
+    back = _architecture(model_config_from_hf(hf))
+    differ = {k: (v, back[k]) for k, v in _architecture(c).items() if back.get(k) != v}
+    if differ:
+        raise CheckpointError(
+            f"transformers' {ARCHITECTURES[c.family]} cannot express these ModelConfig fields "
+            f"(ours, as written): {differ}")
+    return hf
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor names and layouts.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tensor:
+    """One HF tensor and how it maps onto (a layer of) one of our parameters.
+
+    kind "same": identical layout; "flat": HF stores it flattened (biases [N*D]); "linear": a
+    torch Linear weight [out, in], whose `in_axes` leading axes in our layout are the inputs.
+    """
+
+    name: str
+    kind: str = "same"
+    in_axes: int = 1
+
+    def hf_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        if self.kind == "flat":
+            return (math.prod(shape),)
+        if self.kind == "linear":
+            return (math.prod(shape[self.in_axes:]), math.prod(shape[:self.in_axes]))
+        return tuple(shape)
+
+    def to_ours(self, x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        if self.kind == "linear":
+            x = np.ascontiguousarray(x.T)
+        return x.reshape(shape)
+
+    def to_hf(self, x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        hf_shape = self.hf_shape(shape)
+        if self.kind == "linear":
+            return np.ascontiguousarray(x.reshape(hf_shape[::-1]).T)
+        return np.ascontiguousarray(x.reshape(hf_shape))
+
+
+def _layer_tensors(config: ModelConfig) -> dict[tuple[str, ...], _Tensor]:
+    """Our path inside one layer -> the HF tensor name under ``model.layers.{i}.``."""
+    out = {
+        ("attn", "q"): _Tensor("self_attn.q_proj.weight", "linear"),
+        ("attn", "k"): _Tensor("self_attn.k_proj.weight", "linear"),
+        ("attn", "v"): _Tensor("self_attn.v_proj.weight", "linear"),
+        ("attn", "o"): _Tensor("self_attn.o_proj.weight", "linear", in_axes=2),
+        ("mlp", "gate"): _Tensor("mlp.gate_proj.weight", "linear"),
+        ("mlp", "up"): _Tensor("mlp.up_proj.weight", "linear"),
+        ("mlp", "down"): _Tensor("mlp.down_proj.weight", "linear"),
+        ("pre_attn_norm", "scale"): _Tensor("input_layernorm.weight"),
+    }
+    if config.qkv_bias:
+        for p in "qkv":
+            out[("attn", f"{p}_bias")] = _Tensor(f"self_attn.{p}_proj.bias", "flat")
+    if config.post_norms:  # Gemma 2 names its four norms differently
+        out[("post_attn_norm", "scale")] = _Tensor("post_attention_layernorm.weight")
+        out[("pre_mlp_norm", "scale")] = _Tensor("pre_feedforward_layernorm.weight")
+        out[("post_mlp_norm", "scale")] = _Tensor("post_feedforward_layernorm.weight")
+    else:
+        out[("pre_mlp_norm", "scale")] = _Tensor("post_attention_layernorm.weight")
+    return out
+
+
+def tensor_layout(config: ModelConfig) -> dict[tuple[str, ...], list[_Tensor]]:
+    """Our parameter path -> the HF tensors it is made of (L of them for a stacked ``layers/...``)."""
+    out = {
+        ("embedding",): [_Tensor("model.embed_tokens.weight")],
+        ("final_norm", "scale"): [_Tensor("model.norm.weight")],
+    }
+    if not config.tie_embeddings:
+        out[("lm_head",)] = [_Tensor("lm_head.weight", "linear")]
+    for path, t in _layer_tensors(config).items():
+        per_layer = [dataclasses.replace(t, name=f"model.layers.{i}.{t.name}") for i in range(config.num_layers)]
+        if config.scan_layers:
+            out[("layers",) + path] = per_layer
+        else:
+            for i, layer_t in enumerate(per_layer):
+                out[(f"layer_{i}",) + path] = [layer_t]
+    return out
+
+
+def _leaves(tree: Any) -> dict[tuple[str, ...], Any]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {tuple(str(k.key) for k in path): leaf for path, leaf in flat}
+
+
+def _abstract_leaves(config: ModelConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    leaves = _leaves(nn.meta.unbox(transformer.abstract_params(config)))
+    layout = tensor_layout(config)
+    if set(leaves) != set(layout):  # the model grew a parameter this module does not know
+        raise RuntimeError(f"tensor_layout out of date: model-only {sorted(set(leaves) - set(layout))}, "
+                           f"layout-only {sorted(set(layout) - set(leaves))}")
+    return leaves
+
+
+def _per_tensor_shape(path: tuple[str, ...], shape: Sequence[int], config: ModelConfig) -> tuple[int, ...]:
+    return tuple(shape[1:]) if config.scan_layers and path[0] == "layers" else tuple(shape)
+
+
+def _listing(names: Sequence[str], limit: int = 8) -> str:
+    names = sorted(names)
+    more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+# ---------------------------------------------------------------------------------------------
+# Import.
+
+
+class _SafetensorsDir:
+    """The tensors of a checkpoint directory, by name, each read on demand."""
+
+    def __init__(self, directory: str, stack: contextlib.ExitStack):
+        index_path = os.path.join(directory, INDEX_FILE)
+        if os.path.exists(index_path):
+            with open(index_path) as f:
+                try:
+                    weight_map = json.load(f)["weight_map"]
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise CheckpointError(f"{index_path} is not a safetensors index: {e!r}") from e
+            files = sorted(set(weight_map.values()))
+        else:
+            weight_map = None
+            files = sorted(f for f in os.listdir(directory) if f.endswith(".safetensors"))
+            if not files:
+                found = [f for f in os.listdir(directory) if f.endswith((".bin", ".pt", ".pth", ".h5", ".msgpack"))]
+                hint = f" (found {found}: convert them to safetensors first)" if found else ""
+                raise CheckpointError(f"no *.safetensors files in {directory}{hint}")
+        self._handles: dict[str, Any] = {}
+        self._file_of: dict[str, str] = {}
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.exists(path):
+                raise CheckpointError(f"{INDEX_FILE} names {name}, which is not in {directory}")
+            try:
+                handle = stack.enter_context(safe_open(path, framework="numpy"))
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError and OSError
+                raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+            self._handles[path] = handle
+            for key in handle.keys():
+                if key in self._file_of:
+                    raise CheckpointError(f"tensor {key!r} is in both {self._file_of[key]} and {path}")
+                if weight_map is not None and weight_map.get(key) != name:
+                    raise CheckpointError(f"tensor {key!r} is in {path} but {INDEX_FILE} maps it to "
+                                          f"{weight_map.get(key)!r}")
+                self._file_of[key] = path
+        if weight_map is not None:
+            absent = set(weight_map) - set(self._file_of)
+            if absent:
+                raise CheckpointError(f"{INDEX_FILE} lists tensors its files do not hold: {_listing(absent)}")
+
+    def names(self) -> set[str]:
+        return set(self._file_of)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._handles[self._file_of[name]].get_slice(name).get_shape())
+
+    def dtype(self, name: str) -> str:
+        return self._handles[self._file_of[name]].get_slice(name).get_dtype()
+
+    def read(self, name: str) -> np.ndarray:
+        path = self._file_of[name]
+        dtype = self.dtype(name)
+        try:
+            if dtype == "BF16":  # older safetensors cannot give numpy bf16 arrays: read the bytes
+                return _read_raw(path, name)
+            return self._handles[path].get_tensor(name)
+        except Exception as e:  # noqa: BLE001 - a damaged file fails here at the earliest
+            raise CheckpointError(f"cannot read tensor {name!r} from {path}: {e}") from e
+
+
+def _read_header(fh) -> tuple[dict, int]:
+    """(safetensors header, byte offset of the data section)."""
+    n = int.from_bytes(fh.read(8), "little")
+    return json.loads(fh.read(n)), 8 + n
+
+
+def _read_raw(path: str, name: str) -> np.ndarray:
+    with open(path, "rb") as fh:
+        header, data_start = _read_header(fh)
+        info = header[name]
+        start, end = info["data_offsets"]
+        fh.seek(data_start + start)
+        data = fh.read(end - start)
+    return np.frombuffer(data, _SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+def _check_tensors(files: _SafetensorsDir, config: ModelConfig, leaves: dict) -> None:
+    """Fails, before reading any data, on missing, unexpected, mis-shaped or non-float tensors."""
+    layout = tensor_layout(config)
+    expected = {t.name: t.hf_shape(_per_tensor_shape(path, leaves[path].shape, config))
+                for path, ts in layout.items() for t in ts}
+    present = {n for n in files.names() if not n.endswith("rotary_emb.inv_freq")}  # a buffer older exports kept
+    missing, unexpected = set(expected) - present, present - set(expected)
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {len(missing)} tensors the {config.family} config needs: "
+                              f"{_listing(missing)}")
+    if unexpected:
+        hint = " (lm_head.weight with tie_word_embeddings=true: untie the config)" if "lm_head.weight" in unexpected \
+            else ""
+        raise CheckpointError(f"checkpoint has {len(unexpected)} tensors the {config.family} config does not use: "
+                              f"{_listing(unexpected)}{hint}")
+    wrong = [f"{n}: expected {list(s)}, found {list(files.shape(n))}" for n, s in expected.items()
+             if files.shape(n) != s]
+    if wrong:
+        raise CheckpointError(f"{len(wrong)} tensors have the wrong shape for config.json: {_listing(wrong)}")
+    not_float = [f"{n}: {files.dtype(n)}" for n in expected if files.dtype(n) not in _SAFETENSORS_DTYPES]
+    if not_float:
+        raise CheckpointError(f"tensors of unsupported dtype (quantised?): {_listing(not_float)}")
+
+
+def _put(x: np.ndarray, sharding) -> jax.Array:
+    """A device array from a host array, each device receiving only its own shard."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_writer(sharding):
+    def write(stacked, layer_value, i):
+        return jax.lax.dynamic_update_index_in_dim(stacked, layer_value, i, 0)
+
+    return jax.jit(write, donate_argnums=0, out_shardings=sharding)
+
+
+def _without_leading_axis(sharding):
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+    return sharding
+
+
+def load_hf_checkpoint(path: str, mesh=None, rules="fsdp", **overrides) -> tuple[ModelConfig, Any]:
+    """Reads a transformers checkpoint directory into sharded score_jax parameters.
+
+    Args:
+      path: directory with ``config.json`` and ``*.safetensors`` (with or without an index).
+      mesh: the device mesh; None puts everything on the first local device.
+      rules: the sharding rule set (name or pairs) mapping logical axes to `mesh`.
+      **overrides: ModelConfig fields, e.g. ``param_dtype="bfloat16"``, ``scan_layers=True``.
+
+    Returns:
+      (config, params): params in ``config.param_dtype``, each leaf created directly with its
+      target sharding.
+
+    Raises:
+      CheckpointError: a missing or unreadable file, an unsupported architecture, or tensors
+        missing, unexpected, or of the wrong shape (all named).
+    """
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"no config.json in {path!r}: not a transformers checkpoint directory")
+    with open(config_path) as f:
+        try:
+            hf = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{config_path} is not valid JSON: {e}") from e
+    config = model_config_from_hf(hf, **overrides)
+    leaves = _abstract_leaves(config)
+    if mesh is None:
+        device = SingleDeviceSharding(jax.local_devices()[0])
+        shardings = {p: device for p in leaves}
+    else:
+        shardings = _leaves(transformer.param_shardings(config, mesh, rules))
+    dtype = jnp.dtype(config.param_dtype)
+
+    params: dict = {}
+    with contextlib.ExitStack() as stack:
+        files = _SafetensorsDir(path, stack)
+        _check_tensors(files, config, leaves)
+        for leaf_path, tensors in tensor_layout(config).items():
+            shape = _per_tensor_shape(leaf_path, leaves[leaf_path].shape, config)
+
+            def host(t: _Tensor, shape=shape) -> np.ndarray:
+                return t.to_ours(files.read(t.name).astype(dtype, copy=False), shape)
+
+            if config.scan_layers and leaf_path[0] == "layers":
+                sharding = shardings[leaf_path]
+                stacked = jax.jit(functools.partial(jnp.zeros, leaves[leaf_path].shape, dtype),
+                                  out_shardings=sharding)()
+                write, layer_sharding = _layer_writer(sharding), _without_leading_axis(sharding)
+                for i, t in enumerate(tensors):
+                    stacked = write(stacked, _put(host(t), layer_sharding), i)
+                value = stacked
+            else:
+                value = _put(host(tensors[0]), shardings[leaf_path])
+            node = params
+            for key in leaf_path[:-1]:
+                node = node.setdefault(key, {})
+            node[leaf_path[-1]] = value
+    return config, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Export.
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils  # noqa: PLC0415 - only multi-process runs need it
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def _write_safetensors(path: str, tensors: Sequence[tuple[str, str, tuple[int, ...]]], produce) -> None:
+    """Streams tensors into one safetensors file: the header first, then `produce(name)` one by one.
+
+    `tensors` are (name, safetensors dtype, shape), in file order.
+    """
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, dtype, shape in tensors:
+        size = math.prod(shape) * np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for name, dtype, shape in tensors:
+            x = produce(name)
+            if x.shape != tuple(shape) or x.dtype != _SAFETENSORS_DTYPES[dtype]:
+                raise RuntimeError(f"{name}: produced {x.dtype}{list(x.shape)}, planned {dtype}{list(shape)}")
+            f.write(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
+
+
+@contextlib.contextmanager
+def _replacing_directory(path: str) -> Iterator[str]:
+    """Yields a fresh temporary directory that replaces `path` only if the block succeeds."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CheckpointError(f"{path} exists and is not a directory")
+    parent, base = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(dir=parent, prefix=f".{base}.old-")
+        os.rename(path, os.path.join(old, base))
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+
+
+def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: str | None = None,
+                       max_shard_bytes: int = 2 << 30, source_dir: str | None = None) -> None:
+    """Writes `params` as a transformers checkpoint directory that ``from_pretrained`` loads.
+
+    Tensors are gathered and written one at a time; files over `max_shard_bytes` are split as
+    ``model-0000i-of-0000n.safetensors`` with ``model.safetensors.index.json``. The directory is
+    built under a temporary name and renamed over `path` at the end, so a failed export leaves any
+    existing `path` untouched. In a multi-process run every process must call this (to gather);
+    process 0 writes.
+
+    Args:
+      config: the parameters' config (scan_layers decides their tree layout).
+      params: the parameter tree, as `load_hf_checkpoint` or `init_params` returns it.
+      path: the output directory (replaced if it exists).
+      dtype: the stored dtype ("float32", "bfloat16", "float16"); default config.param_dtype.
+      max_shard_bytes: the largest safetensors file to write (one tensor larger gets its own file).
+      source_dir: a transformers checkpoint whose config.json fields (token ids, ...) are kept
+        under ours, and whose tokenizer and generation files are copied alongside.
+
+    Raises:
+      CheckpointError: params that do not match `config`, or a config transformers cannot express.
+    """
+    dtype = dtype or config.param_dtype
+    if dtype not in _DTYPE_NAMES:
+        raise CheckpointError(f"cannot store dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}")
+    base = None
+    if source_dir is not None:
+        with open(os.path.join(source_dir, "config.json")) as f:
+            base = json.load(f)
+    hf = hf_config_from_model(config, base, dtype)
+
+    leaves = _abstract_leaves(config)
+    given = _leaves(params)
+    if set(given) != set(leaves):
+        raise CheckpointError(f"params do not match the config: missing {_listing(set(leaves) - set(given))}; "
+                              f"unexpected {_listing(set(given) - set(leaves))}")
+    wrong = [f"{'/'.join(p)}: {list(np.shape(given[p]))} != {list(s.shape)}" for p, s in leaves.items()
+             if tuple(np.shape(given[p])) != tuple(s.shape)]
+    if wrong:
+        raise CheckpointError(f"params have the wrong shapes for the config: {_listing(wrong)}")
+
+    # Plan: (name, dtype, shape) in checkpoint order, and how to make each from params.
+    sf_dtype, np_dtype = _DTYPE_NAMES[dtype], jnp.dtype(dtype)
+    plan, sources = [], {}
+    for leaf_path, tensors in tensor_layout(config).items():
+        shape = _per_tensor_shape(leaf_path, leaves[leaf_path].shape, config)
+        stacked = config.scan_layers and leaf_path[0] == "layers"
+        for i, t in enumerate(tensors):
+            plan.append((t.name, sf_dtype, t.hf_shape(shape)))
+            sources[t.name] = (t, given[leaf_path], i if stacked else None, shape)
+
+    def produce(name: str) -> np.ndarray:
+        t, value, layer, shape = sources[name]
+        x = _to_host(value if layer is None else value[layer])
+        return t.to_hf(x.astype(np_dtype, copy=False), shape)
+
+    files: list[list] = [[]]
+    size = 0
+    itemsize = np.dtype(np_dtype).itemsize
+    for entry in sorted(plan, key=lambda e: e[0]):
+        nbytes = math.prod(entry[2]) * itemsize
+        if files[-1] and size + nbytes > max_shard_bytes:
+            files.append([])
+            size = 0
+        files[-1].append(entry)
+        size += nbytes
+    names = (["model.safetensors"] if len(files) == 1 else
+             [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))])
+
+    writer = jax.process_index() == 0
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(_replacing_directory(path)) if writer else None
+        for file_name, entries in zip(names, files):
+            if writer:
+                _write_safetensors(os.path.join(out, file_name), entries, produce)
+            else:  # still take part in every gather
+                for name, _, _ in entries:
+                    produce(name)
+        if writer:
+            with open(os.path.join(out, "config.json"), "w") as f:
+                json.dump(hf, f, indent=2, sort_keys=True)
+            if len(files) > 1:
+                total = sum(math.prod(e[2]) * itemsize for e in plan)
+                index = {"metadata": {"total_size": total},
+                         "weight_map": {e[0]: n for n, entries in zip(names, files) for e in entries}}
+                with open(os.path.join(out, INDEX_FILE), "w") as f:
+                    json.dump(index, f, indent=2, sort_keys=True)
+            for name in _SIDE_FILES if source_dir is not None else ():
+                if os.path.exists(os.path.join(source_dir, name)):
+                    shutil.copy2(os.path.join(source_dir, name), os.path.join(out, name))
