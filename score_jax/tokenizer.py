@@ -1,5 +1,9 @@
 """Tokenizers behind one interface, and each model family's chat template.
 
+Three implementations: `ByteTokenizer` (tests and the offline demo), `SentencePieceTokenizer`
+(``tokenizer.model``, Gemma) and `HFTokenizer` (a transformers ``tokenizer.json``, Llama 3 and
+Qwen2.5, through the ``tokenizers`` library). `load_tokenizer` picks one for a checkpoint directory.
+
 Episodes are built from token ids, never by re-tokenising sampled text: the prompt is
 ``template.prompt(user_text)``; after attempt 1 comes ``template.continuation(instruction)``,
 which closes the model's turn (unless attempt 1 already ended with its end-of-turn token), opens a
@@ -10,6 +14,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
+import os
+import re
 from collections.abc import Sequence
 
 
@@ -66,12 +73,133 @@ class ByteTokenizer(Tokenizer):
         return self.SPECIALS.index(piece)
 
 
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece ``.model`` file (Gemma's ``tokenizer.model``).
+
+    SentencePiece reads user-defined pieces such as ``<start_of_turn>`` in text as themselves,
+    but control pieces (``<bos>``, ``<eos>``, ``<pad>``) as plain characters; `encode` splits the
+    text on the control pieces first so that every special-token string maps to its id, as
+    transformers' tokenizers do. `decode` drops control pieces and `special_tokens`.
+    """
+
+    def __init__(self, model_file: str, special_tokens: Sequence[str] = ("<start_of_turn>", "<end_of_turn>")):
+        import sentencepiece  # noqa: PLC0415 - optional until a SentencePiece model is used
+
+        self._sp = sentencepiece.SentencePieceProcessor(model_file=model_file)
+        self.vocab_size = self._sp.get_piece_size()
+        self.bos_id = self._sp.bos_id() if self._sp.bos_id() >= 0 else None
+        self.eos_id = self._sp.eos_id() if self._sp.eos_id() >= 0 else None
+        self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else (self.eos_id or 0)
+        control = {i for i in range(self.vocab_size) if self._sp.is_control(i)}
+        self._dropped = control | {self._sp.piece_to_id(p) for p in special_tokens if self._has(p)}
+        pieces = sorted((self._sp.id_to_piece(i) for i in control), key=len, reverse=True)
+        self._control = {self._sp.id_to_piece(i): i for i in control}
+        self._split = re.compile("(" + "|".join(re.escape(p) for p in pieces if p) + ")") if pieces else None
+
+    def _has(self, piece: str) -> bool:
+        return self._sp.id_to_piece(self._sp.piece_to_id(piece)) == piece
+
+    def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        ids = [self.bos_id] if add_bos and self.bos_id is not None else []
+        for part in self._split.split(text) if self._split else [text]:
+            if part in self._control:
+                ids.append(self._control[part])
+            elif part:
+                ids.extend(self._sp.encode(part))
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode([int(i) for i in ids if int(i) not in self._dropped])
+
+    def token_id(self, piece: str) -> int:
+        if not self._has(piece):
+            raise KeyError(f"{piece!r} is not a piece of this SentencePiece model")
+        return self._sp.piece_to_id(piece)
+
+
+# Special tokens looked up by name when tokenizer_config.json does not name them.
+_BOS_NAMES = ("<|begin_of_text|>", "<bos>", "<s>")
+_EOS_NAMES = ("<|end_of_text|>", "<eos>", "</s>", "<|endoftext|>")
+
+
+class HFTokenizer(Tokenizer):
+    """A transformers fast tokenizer (``tokenizer.json``) through the ``tokenizers`` library.
+
+    BOS, EOS and PAD come from ``tokenizer_config.json`` (or ``special_tokens_map.json``) beside the
+    file when present, else from well-known token names. Added tokens in the text (``<|eot_id|>``,
+    ``<|im_end|>``) encode to their ids; `decode` drops the ones marked special.
+    """
+
+    def __init__(self, path: str):
+        import tokenizers  # noqa: PLC0415 - optional until a tokenizer.json is used
+
+        file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+        self._tok = tokenizers.Tokenizer.from_file(file)
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        names = _special_token_names(os.path.dirname(file))
+
+        def find(key: str, fallbacks: Sequence[str]) -> int | None:
+            candidates = ([names[key]] if names[key] else []) if key in names else fallbacks
+            ids = [self._tok.token_to_id(piece) for piece in candidates]
+            return next((i for i in ids if i is not None), None)
+
+        self.bos_id = find("bos_token", _BOS_NAMES)
+        self.eos_id = find("eos_token", _EOS_NAMES)
+        pad = find("pad_token", ())
+        self.pad_id = pad if pad is not None else (self.eos_id or 0)
+
+    def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if add_bos and self.bos_id is not None else []) + ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def token_id(self, piece: str) -> int:
+        i = self._tok.token_to_id(piece)
+        if i is None:
+            raise KeyError(f"{piece!r} is not a token of this tokenizer")
+        return i
+
+
+def _special_token_names(directory: str) -> dict[str, str | None]:
+    """bos/eos/pad token strings from tokenizer_config.json or special_tokens_map.json (None: explicitly none)."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                cfg = json.load(f)
+            out = {}
+            for key in ("bos_token", "eos_token", "pad_token"):
+                if key in cfg:
+                    value = cfg[key]
+                    out[key] = value.get("content") if isinstance(value, dict) else value
+            return out
+    return {}
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """The tokenizer of a checkpoint directory (``tokenizer.json`` preferred over ``tokenizer.model``), or a file."""
+    if os.path.isdir(path):
+        for name, cls in (("tokenizer.json", HFTokenizer), ("tokenizer.model", SentencePieceTokenizer)):
+            if os.path.exists(os.path.join(path, name)):
+                return cls(os.path.join(path, name))
+        raise FileNotFoundError(f"no tokenizer.json or tokenizer.model in {path}")
+    if path.endswith(".json"):
+        return HFTokenizer(path)
+    if path.endswith(".model"):
+        return SentencePieceTokenizer(path)
+    raise ValueError(f"unknown tokenizer file {path!r}: expected a directory, tokenizer.json or a .model file")
+
+
 @dataclasses.dataclass(frozen=True)
 class ChatTemplate:
     """A family's conversation format as text pieces around each turn.
 
-    A conversation renders as ``bos + (user_open + text + user_close + model_open + reply +
-    model_close)*``; `end_of_turn` is the special token the model emits to end its reply.
+    A conversation renders as ``bos + preamble + (user_open + text + user_close + model_open +
+    reply + model_close)*``; `end_of_turn` is the special token the model emits to end its reply;
+    `preamble` is what the template puts before the first turn when no system message is given.
+    Turn texts are used as given (the HF templates of Llama 3 and Gemma strip them).
     """
 
     name: str
@@ -81,10 +209,12 @@ class ChatTemplate:
     model_close: str
     end_of_turn: str
     add_bos: bool = True
+    preamble: str = ""
 
     def prompt(self, tok: Tokenizer, user_text: str) -> list[int]:
-        """BOS, the first user turn, and the opener of the model's reply."""
-        return tok.encode(self.user_open + user_text + self.user_close + self.model_open, add_bos=self.add_bos)
+        """BOS, the preamble, the first user turn, and the opener of the model's reply."""
+        text = self.preamble + self.user_open + user_text + self.user_close + self.model_open
+        return tok.encode(text, add_bos=self.add_bos)
 
     def continuation(self, tok: Tokenizer, user_text: str, closed: bool) -> list[int]:
         """After a model reply: close it (unless `closed`), a user turn, the next model opener."""
@@ -100,7 +230,7 @@ class ChatTemplate:
 
     def conversation(self, tok: Tokenizer, turns: Sequence[str], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of alternating user/model turns (user first), as a family's template renders."""
-        text = ""
+        text = self.preamble
         for i, turn in enumerate(turns):
             text += (self.user_open + turn + self.user_close) if i % 2 == 0 else (turn + self.model_close)
             if i % 2 == 0 and (add_generation_prompt or i + 1 < len(turns)):
@@ -108,14 +238,37 @@ class ChatTemplate:
         return tok.encode(text, add_bos=self.add_bos)
 
 
+_GEMMA = ChatTemplate(
+    name="gemma", user_open="<start_of_turn>user\n", user_close="<end_of_turn>\n",
+    model_open="<start_of_turn>model\n", model_close="<end_of_turn>\n", end_of_turn="<end_of_turn>")
+
 CHAT_TEMPLATES = {
-    "gemma": ChatTemplate(
-        name="gemma", user_open="<start_of_turn>user\n", user_close="<end_of_turn>\n",
-        model_open="<start_of_turn>model\n", model_close="<end_of_turn>\n", end_of_turn="<end_of_turn>"),
+    "gemma": _GEMMA,
+    "gemma2": _GEMMA,
+    "llama3": ChatTemplate(
+        name="llama3", user_open="<|start_header_id|>user<|end_header_id|>\n\n", user_close="<|eot_id|>",
+        model_open="<|start_header_id|>assistant<|end_header_id|>\n\n", model_close="<|eot_id|>",
+        end_of_turn="<|eot_id|>"),
+    # Qwen2.5's template opens with this system turn when the conversation has none.
+    "qwen2": ChatTemplate(
+        name="qwen2", user_open="<|im_start|>user\n", user_close="<|im_end|>\n",
+        model_open="<|im_start|>assistant\n", model_close="<|im_end|>\n", end_of_turn="<|im_end|>", add_bos=False,
+        preamble="<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+                 "<|im_end|>\n"),
 }
+
+# Model family (ModelConfig.family) -> its instruction-tuned chat template.
+_FAMILY_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma2", "llama": "llama3", "qwen2": "qwen2"}
 
 
 def get_chat_template(name: str) -> ChatTemplate:
     if name not in CHAT_TEMPLATES:
         raise ValueError(f"unknown chat template {name!r}; known: {sorted(CHAT_TEMPLATES)}")
     return CHAT_TEMPLATES[name]
+
+
+def template_for_family(family: str) -> ChatTemplate:
+    """The chat template of a model family (``gemma``, ``gemma2``, ``llama``, ``qwen2``)."""
+    if family not in _FAMILY_TEMPLATES:
+        raise ValueError(f"no chat template for model family {family!r}; known: {sorted(_FAMILY_TEMPLATES)}")
+    return CHAT_TEMPLATES[_FAMILY_TEMPLATES[family]]
