@@ -1,0 +1,202 @@
+"""SCoRe episodes: K attempts at a problem in one conversation, sampled on one key/value cache.
+
+An episode is ``[prompt] [attempt 1] [instruction] [attempt 2] ... [attempt K]``: the prompt is the
+chat template's first user turn and model opener, and each instruction chunk closes the model's
+turn (unless the attempt already ended with the end-of-turn token), adds a user turn holding the
+correction instruction and opens the next model turn. Attempt k + 1 is decoded on the cache that
+already holds everything before it, so nothing is encoded twice (``reprefill=True`` re-encodes the
+whole context before each later attempt instead, for comparison).
+
+Cache layout (every row shares the slot layout; B rows, P prompt bucket, N max new tokens, C
+instruction bucket, n_k slots used by attempt k = its longest row)::
+
+    [0, P)                  prompt, left-padded with invalid slots
+    [P, P + n_1)            attempt 1; a row's slots after its stop token are invalid (a gap)
+    [.., .. + C)            instruction chunk, left-padded with invalid slots
+    [.., .. + n_2)          attempt 2
+    ...                     (attempts 3..K likewise), then unused invalid slots up to S
+
+S = P + K N + (K - 1) C whatever the attempts' lengths, so the trainer sees fixed shapes. Each
+row's position ids count only its own valid tokens, so gaps change nothing in the model's view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax import sharding
+from score_jax.model.config import ModelConfig
+from score_jax.sampling import Sampler, SamplingConfig, chunk_positions, pad_left
+from score_jax.tokenizer import ChatTemplate, Tokenizer
+
+__all__ = ["Episode", "EpisodeSampler", "SamplingConfig"]
+
+
+@dataclasses.dataclass
+class Episode:
+    """A batch of K-attempt episodes exactly as they sit in the cache (host numpy arrays).
+
+    Rows are prompt-major: rows ``[i * num_samples, (i + 1) * num_samples)`` are the samples of
+    prompt i. To score them, run one full forward over ``(tokens, positions, valid)``: the slot
+    before each attempt token holds the row's previous token (gaps only ever precede an
+    instruction chunk), so the logits at slot s - 1 score the token at slot s wherever
+    `attempt_masks` is set.
+
+    Fields (B rows, K attempts, S slots):
+      tokens [B, S] int32: token ids (pad in invalid slots).
+      positions [B, S] int32: position ids (each row counts its own valid tokens).
+      valid [B, S] bool: the slot holds a real token.
+      attempt_masks [K, B, S] bool: the slots of attempt k's tokens, its stop token included.
+      logprobs [B, S] float32: log-probabilities the sampler drew each attempt token with (after
+        temperature, top-k and top-p; greedy: the untempered model's); 0 outside attempts.
+      lengths [K, B] int32: tokens in each attempt, stop token included.
+      truncated [K, B] bool: the attempt hit max_new_tokens without a stop token.
+      texts: texts[k][b] is attempt k of row b, decoded without its stop token.
+      prompt_index [B] int32: the prompt each row answers.
+      num_samples: samples per prompt.
+    """
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    valid: np.ndarray
+    attempt_masks: np.ndarray
+    logprobs: np.ndarray
+    lengths: np.ndarray
+    truncated: np.ndarray
+    texts: list[list[str]]
+    prompt_index: np.ndarray
+    num_samples: int
+
+    @property
+    def num_attempts(self) -> int:
+        return self.attempt_masks.shape[0]
+
+
+class EpisodeSampler:
+    """Samples K-attempt episodes for a model, tokenizer and chat template.
+
+    Args:
+      config: the model.
+      tokenizer, template: how turns become token ids.
+      settings: sampling settings for every attempt; without stop_token_ids, the template's are
+        used.
+      mesh, rules: run sharded on this mesh under this rule set (see `Sampler`).
+    """
+
+    def __init__(self, config: ModelConfig, tokenizer: Tokenizer, template: ChatTemplate, settings: SamplingConfig,
+                 *, mesh: jax.sharding.Mesh | None = None, rules: str | sharding.Rules = "fsdp"):
+        self.sampler = Sampler(config, mesh=mesh, rules=rules)
+        self.tokenizer, self.template = tokenizer, template
+        self.settings = self._with_stops(settings)
+        self._end_of_turn = tokenizer.token_id(template.end_of_turn)
+
+    def _with_stops(self, settings: SamplingConfig) -> SamplingConfig:
+        if settings.stop_token_ids:
+            return settings
+        return settings.replace(stop_token_ids=self.template.stop_ids(self.tokenizer))
+
+    def sample(self, params: Any, first_turns: Sequence[str], instruction: str, *, rng: jax.Array,
+               num_samples: int = 1, num_attempts: int = 2, reprefill: bool = False,
+               settings: SamplingConfig | None = None) -> Episode:
+        """Samples `num_samples` K-attempt episodes for each first-turn text.
+
+        Args:
+          params: model parameters.
+          first_turns: one user text per problem (the prompt preset's first turn).
+          instruction: the correction instruction appended after each attempt but the last.
+          rng: PRNG key.
+          num_samples: episodes per prompt (rows are prompt-major).
+          num_attempts: K >= 1 (1: single-turn sampling).
+          reprefill: re-encode the whole context from scratch before each later attempt instead of
+            continuing on the cache (same episodes up to rounding, slower; for benchmarks).
+          settings: overrides the sampler's settings for this call (e.g. greedy for evaluation).
+        """
+        if num_attempts < 1:
+            raise ValueError(f"num_attempts={num_attempts}: need at least one attempt")
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples}: need at least one sample per prompt")
+        if not first_turns:
+            raise ValueError("sample() needs at least one first-turn text")
+        settings = self.settings if settings is None else self._with_stops(settings)
+        tok, sampler = self.tokenizer, self.sampler
+        params = sampler.place(params)
+
+        prompts = [self.template.prompt(tok, text) for text in first_turns]
+        prompt_index = np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples)
+        rows = [prompts[i] for i in prompt_index]
+        batch, steps = len(rows), settings.max_new_tokens
+        after = {closed: self.template.continuation(tok, instruction, closed) for closed in (False, True)}
+        prompt_len = settings.bucket(max(len(r) for r in rows))
+        chunk_len = settings.bucket(max(len(c) for c in after.values())) if num_attempts > 1 else 0
+        total = prompt_len + num_attempts * steps + (num_attempts - 1) * chunk_len
+
+        # Host mirrors of what the cache holds, slot by slot.
+        tokens = np.full((batch, total), settings.pad_id, np.int32)
+        positions = np.zeros((batch, total), np.int32)
+        valid = np.zeros((batch, total), bool)
+        logprobs = np.zeros((batch, total), np.float32)
+        attempt_masks = np.zeros((num_attempts, batch, total), bool)
+        lengths = np.zeros((num_attempts, batch), np.int32)
+        truncated = np.zeros((num_attempts, batch), bool)
+        texts: list[list[str]] = []
+
+        def write(start: int, chunk_tokens: np.ndarray, chunk_pos: np.ndarray, chunk_valid: np.ndarray) -> int:
+            end = start + chunk_tokens.shape[1]
+            tokens[:, start:end], positions[:, start:end], valid[:, start:end] = chunk_tokens, chunk_pos, chunk_valid
+            return end
+
+        chunk_tokens, chunk_valid = pad_left(rows, prompt_len, settings.pad_id)
+        chunk_pos = chunk_positions(chunk_valid, np.zeros((batch,), np.int32))
+        cache = sampler.new_cache(batch, total)
+        logits, cache = sampler.prefill(params, cache, chunk_tokens, chunk_pos, chunk_valid)
+        index = write(0, chunk_tokens, chunk_pos, chunk_valid)
+        counts = chunk_valid.sum(axis=1).astype(np.int32)
+
+        for k, key in enumerate(jax.random.split(rng, num_attempts)):
+            gen, cache = sampler.decode(params, cache, logits, counts, settings, key)
+            span = slice(index, index + gen.steps)
+            index = write(index, gen.tokens[:, :gen.steps], counts[:, None] + np.arange(gen.steps)[None, :],
+                          gen.mask[:, :gen.steps])
+            attempt_masks[k, :, span] = gen.mask[:, :gen.steps]
+            logprobs[:, span] = np.where(gen.mask, gen.logprobs, 0.0)[:, :gen.steps]
+            lengths[k], truncated[k] = gen.lengths, gen.truncated
+            counts = counts + gen.lengths
+            texts.append([tok.decode(_strip_stop(gen.tokens[b, :gen.lengths[b]], settings.stop_token_ids))
+                          for b in range(batch)])
+            if k == num_attempts - 1:
+                break
+
+            last = np.take_along_axis(gen.tokens, np.maximum(gen.lengths - 1, 0)[:, None], axis=1)[:, 0]
+            chunk_tokens, chunk_valid = pad_left([after[bool(t == self._end_of_turn)] for t in last], chunk_len,
+                                                 settings.pad_id)
+            chunk_pos = chunk_positions(chunk_valid, counts)
+            index = write(index, chunk_tokens, chunk_pos, chunk_valid)
+            counts = counts + chunk_valid.sum(axis=1).astype(np.int32)
+            if reprefill:
+                # Encode slots [0, W) of the conversation so far into a fresh cache, W fixed per
+                # attempt (the slots past `index` are invalid), then resume writing at `index`.
+                width = prompt_len + (k + 1) * (steps + chunk_len)
+                del cache
+                cache = sampler.new_cache(batch, total)
+                logits, cache = sampler.prefill(params, cache, tokens[:, :width], positions[:, :width],
+                                                valid[:, :width], last_col=index - 1)
+                cache = cache.replace(index=jnp.asarray(index, jnp.int32))
+            else:
+                logits, cache = sampler.prefill(params, cache, chunk_tokens, chunk_pos, chunk_valid)
+
+        return Episode(tokens=tokens, positions=positions, valid=valid, attempt_masks=attempt_masks,
+                       logprobs=logprobs, lengths=lengths, truncated=truncated, texts=texts,
+                       prompt_index=prompt_index, num_samples=num_samples)
+
+
+def _strip_stop(ids: np.ndarray, stop_ids: tuple[int, ...]) -> list[int]:
+    ids = [int(i) for i in ids]
+    if ids and ids[-1] in stop_ids:
+        ids = ids[:-1]
+    return ids

@@ -1,0 +1,397 @@
+"""Token generation: a jitted prefill and a jitted decode loop on one donated key/value cache.
+
+The cache (see `score_jax.model.transformer`) is written slot by slot and attended by position, so
+one cache serves a whole multi-turn conversation: the prompt is prefilled, an attempt is decoded,
+the next chunk (a correction instruction) is prefilled at the next free slot, and so on, without
+re-encoding anything (`score_jax.episodes` builds SCoRe's two-attempt episodes this way).
+
+Layout of a cache after `Sampler.generate`::
+
+    slots [0, P)        the prompt, left-padded with invalid slots to its length bucket P
+    slots [P, P + n)    the n decoding steps; a row's slots after its stop token are invalid
+
+Shapes: B rows, P prompt bucket, N = max_new_tokens, S cache slots, V vocabulary.
+
+Settings (`SamplingConfig`) are a frozen dataclass passed to `jax.jit` as a static argument; all
+changing per-row state lives in one `DecodeState` pytree carried by a `lax.while_loop`, which stops
+when every row has emitted a stop token or after N steps. Prompts are padded to fixed length
+buckets so a new prompt length compiles nothing new; `trace_counts()` counts compilations (each
+jitted function bumps its counter when traced) so tests can assert that.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax import sharding
+from score_jax.model.config import ModelConfig
+from score_jax.model.transformer import KVCache, Transformer, cache_logical_axes, init_cache, param_shardings
+
+Array = jax.Array
+
+_TRACES: collections.Counter = collections.Counter()
+
+
+def trace_counts() -> dict[str, int]:
+    """How many times each jitted sampling function has been traced (one trace = one compile)."""
+    return dict(_TRACES)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample (hashable: a static jit argument; a new value compiles a new loop)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int | None = None  # keep only the k most likely tokens
+    top_p: float | None = None  # keep the smallest set of most likely tokens with mass >= top_p
+    greedy: bool = False  # argmax; temperature, top_k and top_p are then ignored
+    stop_token_ids: tuple[int, ...] = ()  # a row ends after emitting one of these (kept in its output)
+    # Prompt (and appended-chunk) lengths are padded up to the first bucket that fits.
+    length_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+    # Decode attends to the filled prefix of the cache rounded up to this many slots, not to the
+    # whole cache (each block boundary is one more compiled loop segment); None: whole cache.
+    attention_block: int | None = 256
+    pad_id: int = 0  # token id written for rows that are done
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be at least 1")
+        if not self.greedy and not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0 (use greedy=True for argmax)")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k}: must be >= 1 or None")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1] or None")
+        if not self.length_buckets or list(self.length_buckets) != sorted(set(self.length_buckets)):
+            raise ValueError(f"length_buckets={self.length_buckets}: give a non-empty increasing tuple")
+        if self.attention_block is not None and self.attention_block < 1:
+            raise ValueError(f"attention_block={self.attention_block}: must be >= 1 or None")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        object.__setattr__(self, "length_buckets", tuple(int(b) for b in self.length_buckets))
+
+    def replace(self, **changes) -> SamplingConfig:
+        return dataclasses.replace(self, **changes)
+
+    def bucket(self, length: int) -> int:
+        """The padded length for a chunk of `length` tokens."""
+        for b in self.length_buckets:
+            if length <= b:
+                return b
+        raise ValueError(f"a chunk of {length} tokens exceeds the largest length bucket "
+                         f"{self.length_buckets[-1]}; add a larger bucket to SamplingConfig.length_buckets")
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """Everything the decode loop changes, one pytree (the while-loop carry)."""
+
+    cache: KVCache
+    logits: Array  # [B, V] float32: next-token logits
+    step: Array  # [] int32: tokens sampled so far
+    tokens: Array  # [B, N] int32: sampled tokens (pad after a row is done)
+    logprobs: Array  # [B, N] float32: their log-probabilities under the sampling distribution
+    positions: Array  # [B] int32: position id of each row's next token
+    lengths: Array  # [B] int32: tokens each row has emitted, its stop token included
+    done: Array  # [B] bool: the row has emitted a stop token (or was never live)
+    rng: Array  # PRNG key
+
+
+@dataclasses.dataclass
+class Generation:
+    """One decoding run, on the host.
+
+    tokens, logprobs and mask are [B, N]; column j was written at cache slot ``start + j``.
+    For greedy decoding, logprobs are under the model's untempered distribution.
+    """
+
+    tokens: np.ndarray  # [B, N] int32
+    logprobs: np.ndarray  # [B, N] float32 (0 where mask is False)
+    mask: np.ndarray  # [B, N] bool: the token is part of the row's output (through its stop token)
+    lengths: np.ndarray  # [B] int32
+    truncated: np.ndarray  # [B] bool: the row reached max_new_tokens without a stop token
+    start: int  # cache slot of column 0
+    steps: int  # cache slots used (max length over rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token selection.
+
+
+def sample_logits(logits: Array, rng: Array, settings: SamplingConfig) -> tuple[Array, Array]:
+    """Draws one token per row from logits [B, V]; returns (tokens [B] int32, logprobs [B] f32).
+
+    Log-probabilities are under the distribution actually sampled from: after temperature, top-k
+    and top-p (greedy: the untempered model distribution).
+    """
+    logits = logits.astype(jnp.float32)
+    if settings.greedy:
+        tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+    logits = logits / settings.temperature
+    vocab = logits.shape[-1]
+    ids = None
+    if settings.top_k is not None and settings.top_k < vocab:
+        logits, ids = jax.lax.top_k(logits, settings.top_k)  # sorted, descending
+    elif settings.top_p is not None and settings.top_p < 1:
+        logits, ids = jax.lax.top_k(logits, vocab)  # a full sort
+    if settings.top_p is not None and settings.top_p < 1:
+        probs = jax.nn.softmax(logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        logits = jnp.where(mass_before < settings.top_p, logits, -jnp.inf)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    choice = jax.random.categorical(rng, logp, axis=-1)[:, None]
+    chosen_logp = jnp.take_along_axis(logp, choice, axis=-1)[:, 0]
+    tokens = choice if ids is None else jnp.take_along_axis(ids, choice, axis=-1)
+    return tokens[:, 0].astype(jnp.int32), chosen_logp
+
+
+# ---------------------------------------------------------------------------------------------
+# Jitted steps. `shard` (a ShardingContext or None) is static, so sharded and unsharded calls
+# never share a trace, and activation constraints are active while tracing.
+
+
+def _scope(shard: sharding.ShardingContext | None):
+    return sharding.use_sharding(shard.mesh, shard.rules) if shard is not None else contextlib.nullcontext()
+
+
+def _constrain_cache(cache: KVCache, shard: sharding.ShardingContext | None) -> KVCache:
+    if shard is None:
+        return cache
+    return jax.tree.map(lambda x, names: jax.lax.with_sharding_constraint(x, shard.sharding(names, x.shape)),
+                        cache, cache_logical_axes(), is_leaf=lambda x: isinstance(x, tuple))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "batch", "length", "shard"))
+def _new_cache(*, config: ModelConfig, batch: int, length: int, shard) -> KVCache:
+    _TRACES["new_cache"] += 1
+    return _constrain_cache(init_cache(config, batch, length), shard)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "shard"), donate_argnames=("cache",))
+def _prefill(params, cache: KVCache, tokens: Array, positions: Array, valid: Array, last_col: Array, *,
+             config: ModelConfig, shard) -> tuple[Array, KVCache]:
+    """Writes a chunk [B, T] at slot cache.index; returns the logits [B, V] at column `last_col`."""
+    _TRACES["prefill"] += 1
+    with _scope(shard):
+        model = Transformer(config)
+        hidden, cache = model.apply({"params": params}, tokens, positions, valid, cache, return_hidden=True)
+        last = jax.lax.dynamic_index_in_dim(hidden, last_col, axis=1, keepdims=True)
+        logits = model.apply({"params": params}, last, method=Transformer.logits)[:, 0]
+        return logits, _constrain_cache(cache, shard)
+
+
+def _decode_segment(state: DecodeState, params, *, config: ModelConfig, settings: SamplingConfig,
+                    shard) -> DecodeState:
+    """Runs decode steps while some row is live, steps remain and the next slot is in the cache."""
+    model = Transformer(config)
+    stop_ids = jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
+
+    def cond(s: DecodeState):
+        return (s.step < settings.max_new_tokens) & (s.cache.index < s.cache.max_len) & ~jnp.all(s.done)
+
+    def body(s: DecodeState) -> DecodeState:
+        rng, key = jax.random.split(s.rng)
+        token, logp = sample_logits(s.logits, key, settings)
+        live = ~s.done
+        token = jnp.where(live, token, settings.pad_id)
+        logp = jnp.where(live, logp, 0.0)
+        # Every sampled token goes into the cache (invalid for finished rows), so the next chunk of
+        # a conversation can follow straight on.
+        logits, cache = model.apply({"params": params}, token[:, None], s.positions[:, None], live[:, None],
+                                    s.cache)
+        return DecodeState(
+            cache=_constrain_cache(cache, shard),
+            logits=logits[:, 0],
+            step=s.step + 1,
+            tokens=jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step)),
+            logprobs=jax.lax.dynamic_update_slice(s.logprobs, logp[:, None], (0, s.step)),
+            positions=s.positions + live,
+            lengths=s.lengths + live,
+            done=s.done | (live & jnp.isin(token, stop_ids)),
+            rng=rng,
+        )
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+def _windows(cache_len: int, block: int | None) -> list[int]:
+    """Attention windows of the decode segments: multiples of `block`, then the whole cache."""
+    if block is None or block >= cache_len:
+        return [cache_len]
+    return list(range(block, cache_len, block)) + [cache_len]
+
+
+def _window(cache: KVCache, length: int) -> KVCache:
+    return KVCache(k=cache.k[:, :, :length], v=cache.v[:, :, :length], positions=cache.positions[:, :length],
+                   valid=cache.valid[:, :length], index=cache.index)
+
+
+def _merge_window(cache: KVCache, window: KVCache) -> KVCache:
+    if window.max_len == cache.max_len:
+        return window
+    return KVCache(
+        k=jax.lax.dynamic_update_slice_in_dim(cache.k, window.k, 0, axis=2),
+        v=jax.lax.dynamic_update_slice_in_dim(cache.v, window.v, 0, axis=2),
+        positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, window.positions, 0, axis=1),
+        valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, window.valid, 0, axis=1),
+        index=window.index)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "settings", "shard"), donate_argnames=("cache",))
+def _decode(params, cache: KVCache, logits: Array, positions: Array, done: Array, rng: Array, *,
+            config: ModelConfig, settings: SamplingConfig, shard) -> DecodeState:
+    """Samples up to N tokens per row, writing them at slots [cache.index, cache.index + N).
+
+    The loop runs in segments: while the next slot is below `attention_block`, the model sees only
+    the first `attention_block` slots of the cache, then the first 2 * `attention_block`, and so
+    on, so a step costs attention over the filled prefix rather than over the whole cache.
+    Segments whose window lies below the start slot run no steps.
+    """
+    _TRACES["decode"] += 1
+    batch, steps = logits.shape[0], settings.max_new_tokens
+    with _scope(shard):
+        state = DecodeState(
+            cache=cache,
+            logits=logits.astype(jnp.float32),
+            step=jnp.zeros((), jnp.int32),
+            tokens=jnp.full((batch, steps), settings.pad_id, jnp.int32),
+            logprobs=jnp.zeros((batch, steps), jnp.float32),
+            positions=positions.astype(jnp.int32),
+            lengths=jnp.zeros((batch,), jnp.int32),
+            done=done.astype(bool),
+            rng=rng,
+        )
+        for window in _windows(cache.max_len, settings.attention_block):
+            full = state.cache
+            state = state.replace(cache=_window(full, window))
+            state = _decode_segment(state, params, config=config, settings=settings, shard=shard)
+            state = state.replace(cache=_constrain_cache(_merge_window(full, state.cache), shard))
+        return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side driver.
+
+
+def pad_left(chunks: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pads token lists into (tokens [B, length] int32, valid [B, length] bool)."""
+    tokens = np.full((len(chunks), length), pad_id, np.int32)
+    valid = np.zeros((len(chunks), length), bool)
+    for i, chunk in enumerate(chunks):
+        if len(chunk) > length:
+            raise ValueError(f"row {i} has {len(chunk)} tokens, more than the padded length {length}")
+        if len(chunk):
+            tokens[i, length - len(chunk):] = chunk
+            valid[i, length - len(chunk):] = True
+    return tokens, valid
+
+
+def chunk_positions(valid: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Positions [B, T] of a left-padded chunk whose rows continue from `offsets` [B] tokens."""
+    return (offsets[:, None] + np.maximum(np.cumsum(valid, axis=1) - 1, 0)).astype(np.int32)
+
+
+class Sampler:
+    """Runs a model's prefill and decode, optionally sharded on a training mesh.
+
+    Parameters are an argument of every call (a policy changes them every step). With a mesh they
+    should be laid out as `init_params(config, rng, mesh, rules)` makes them; `place` moves them
+    there if they are not (a no-op when they are).
+
+    Args:
+      config: the model.
+      mesh, rules: the (data, fsdp, tensor) mesh and rule set to run on; rows are split over the
+        batch axes, the cache as `cache_logical_axes()` maps under the rules.
+    """
+
+    def __init__(self, config: ModelConfig, *, mesh: jax.sharding.Mesh | None = None,
+                 rules: str | sharding.Rules = "fsdp"):
+        self.config = config
+        self.shard = None if mesh is None else sharding.ShardingContext(mesh, sharding.resolve_rules(rules))
+        self._param_shardings = None if mesh is None else param_shardings(config, mesh, self.shard.rules)
+
+    def place(self, params: Any) -> Any:
+        """`params` laid out for this sampler's mesh."""
+        if self._param_shardings is None:
+            return params
+        return jax.device_put(params, self._param_shardings)
+
+    def _put(self, x: np.ndarray) -> Array:
+        if self.shard is None:
+            return jnp.asarray(x)
+        return jax.device_put(x, self.shard.sharding(("batch",) + (None,) * (x.ndim - 1), x.shape))
+
+    def new_cache(self, batch: int, length: int) -> KVCache:
+        """An empty cache of `length` slots, created in place with its sharding."""
+        return _new_cache(config=self.config, batch=batch, length=length, shard=self.shard)
+
+    def prefill(self, params: Any, cache: KVCache, tokens: np.ndarray, positions: np.ndarray, valid: np.ndarray,
+                last_col: int | None = None) -> tuple[Array, KVCache]:
+        """Writes a chunk [B, T] at slot `cache.index` (the cache is donated).
+
+        Returns the logits [B, V] at column `last_col` (default: the last column, which holds each
+        row's last token when the chunk is left-padded) and the new cache.
+        """
+        last_col = tokens.shape[1] - 1 if last_col is None else last_col
+        return _prefill(params, cache, self._put(tokens), self._put(positions), self._put(valid),
+                        jnp.asarray(last_col, jnp.int32), config=self.config, shard=self.shard)
+
+    def decode(self, params: Any, cache: KVCache, logits: Array, positions: np.ndarray, settings: SamplingConfig,
+               rng: Array, done: np.ndarray | None = None) -> tuple[Generation, KVCache]:
+        """Samples from `logits` [B, V] on, writing at slots [cache.index, cache.index + steps).
+
+        Args:
+          cache: donated.
+          positions: [B] position id of each row's first new token (its count of tokens so far).
+          done: [B] rows to leave untouched (default none).
+        Returns:
+          the host-side `Generation` and the cache, whose index is ``start + steps``.
+        """
+        batch = logits.shape[0]
+        start = int(cache.index)
+        if start + settings.max_new_tokens > cache.max_len:
+            raise ValueError(f"decoding {settings.max_new_tokens} tokens from slot {start} needs "
+                             f"{start + settings.max_new_tokens} cache slots; the cache has {cache.max_len}")
+        done = np.zeros((batch,), bool) if done is None else np.asarray(done, bool)
+        state = _decode(params, cache, logits, self._put(np.asarray(positions, np.int32)), self._put(done), rng,
+                        config=self.config, settings=settings, shard=self.shard)
+        tokens, logprobs, lengths, steps = jax.device_get(
+            (state.tokens, state.logprobs, state.lengths, state.step))
+        mask = np.arange(settings.max_new_tokens)[None, :] < lengths[:, None]
+        last = np.take_along_axis(tokens, np.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
+        stopped = (lengths > 0) & np.isin(last, settings.stop_token_ids)
+        truncated = ~done & ~stopped
+        gen = Generation(tokens=tokens, logprobs=logprobs, mask=mask, lengths=lengths, truncated=truncated,
+                         start=start, steps=int(steps))
+        return gen, state.cache
+
+    def generate(self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig,
+                 rng: Array) -> Generation:
+        """Samples a continuation of each prompt (token lists of any lengths).
+
+        The prompts are left-padded to their length bucket P, in a cache of P + max_new_tokens slots.
+        """
+        if not len(prompts):
+            raise ValueError("generate() needs at least one prompt")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token (a BOS, say)")
+        params = self.place(params)
+        length = settings.bucket(max(len(p) for p in prompts))
+        tokens, valid = pad_left(prompts, length, settings.pad_id)
+        counts = valid.sum(axis=1)
+        cache = self.new_cache(len(prompts), length + settings.max_new_tokens)
+        logits, cache = self.prefill(params, cache, tokens, chunk_positions(valid, np.zeros_like(counts)), valid)
+        return self.decode(params, cache, logits, counts, settings, rng)[0]
