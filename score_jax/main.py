@@ -17,7 +17,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress lines go to stdout
     config = _CONFIG.value
     distributed.initialize(**config.get("distributed", {}))
     if config.get("demo") is not None:

@@ -27,10 +27,10 @@ def self_correction_metrics(correct: np.ndarray, answers: Sequence[Sequence[str 
     correct = np.asarray(correct, bool)
     if correct.ndim != 2 or correct.shape[0] < 1:
         raise ValueError(f"correct must be [attempts, problems], got shape {correct.shape}")
-    out = {f"acc@t{k + 1}": float(correct[k].mean()) for k in range(correct.shape[0])}
+    out = {f"acc_t{k + 1}": float(correct[k].mean()) for k in range(correct.shape[0])}  # Acc@t(k+1)
     if correct.shape[0] >= 2:
         first, second = correct[0], correct[1]
-        out["delta"] = out["acc@t2"] - out["acc@t1"]
+        out["delta"] = out["acc_t2"] - out["acc_t1"]
         out["delta_i2c"] = float((~first & second).mean())
         out["delta_c2i"] = float((first & ~second).mean())
         if answers is not None:
@@ -45,8 +45,8 @@ def edit_distance_ratio(a: str, b: str) -> float:
     return 1.0 - difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
-TABLE_COLUMNS = ("acc@t1", "acc@t2", "delta", "delta_i2c", "delta_c2i", "answer_changed")
-_HEADERS = {"acc@t1": "Acc@t1", "acc@t2": "Acc@t2", "delta": "Δ(t1,t2)", "delta_i2c": "Δ i→c",
+TABLE_COLUMNS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "answer_changed")
+_HEADERS = {"acc_t1": "Acc@t1", "acc_t2": "Acc@t2", "delta": "Δ(t1,t2)", "delta_i2c": "Δ i→c",
             "delta_c2i": "Δ c→i", "answer_changed": "answer changed", "edit_distance_ratio": "edit distance"}
 
 
@@ -119,10 +119,10 @@ class Progress:
 
     def update(self, step: int, metrics: dict[str, float], keys: Sequence[str] = ()) -> str:
         now = time.monotonic()
-        if self._start_step is None:
-            self._start_step, self._start = step - 1, now - 1e-9 if step > 0 else now
+        if self._start_step is None:  # the first step includes compilation: time from its end
+            self._start_step, self._start = step, now
         done = step - self._start_step
-        rate = done / max(now - self._start, 1e-9)
+        rate = done / (now - self._start) if done else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
         line = f"[{self.label}] step {step}/{self.total} {shown} | {rate * 60:.1f} steps/min | ETA {_fmt(eta)}"

@@ -140,8 +140,8 @@ def make_train_step(config: ModelConfig, ref_config: ModelConfig, tx: optax.Grad
 
 def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
     """A fresh state; the optimizer state is created where the parameters live."""
-    opt_state = jax.jit(tx.init)(params)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    # One jit, so the step counter lives on the same devices as the parameters.
+    return jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p)))(params)
 
 
 def make_score_fn(config: ModelConfig):

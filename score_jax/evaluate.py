@@ -1,0 +1,116 @@
+"""Greedy two-attempt evaluation: the paper's metric table for a policy on a test split.
+
+    python -m score_jax.evaluate --config=configs/stage2_math.py --workdir=$WORKDIR \
+        [--checkpoint=$WORKDIR/checkpoints] [--scaling_budget=32]
+
+Without ``--checkpoint`` the newest checkpoint in ``$WORKDIR/checkpoints`` is evaluated (or the
+starting model, if there is none). Prints the table (Acc@t1, Acc@t2, Delta, i->c, c->i, answer
+changes, edit distance) and writes ``eval_table.md`` and ``eval_records.jsonl`` to the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from score_jax import metrics
+from score_jax.episodes import EpisodeSampler, SamplingConfig
+
+
+def _eval_sampler(setup, config, max_new_tokens: int | None = None) -> EpisodeSampler:
+    settings = SamplingConfig(
+        max_new_tokens=max_new_tokens or config.eval.max_new_tokens or config.rl.max_new_tokens, greedy=True,
+        stop_token_ids=setup.template.stop_ids(setup.tokenizer), length_buckets=tuple(config.rl.prompt_buckets),
+        pad_id=setup.tokenizer.pad_id)
+    return EpisodeSampler(setup.model_config, setup.tokenizer, setup.template, settings, mesh=setup.mesh,
+                          rules=setup.rules)
+
+
+def evaluate(setup, params: Any, config, examples=None) -> tuple[dict[str, float], list[dict]]:
+    """Greedy K-attempt answers on the eval split; returns (metrics, per-problem records)."""
+    import jax
+
+    task = setup.task
+    if examples is None:
+        n = len(task.eval) if not config.eval.num_examples else min(config.eval.num_examples, len(task.eval))
+        examples = [task.eval[i] for i in range(n)]
+    sampler = _eval_sampler(setup, config)
+    num_attempts = max(config.rl.num_attempts, 2)
+    batch_size = min(config.eval.batch_size, len(examples))
+    texts: list[list[str]] = [[] for _ in range(num_attempts)]
+    for start in range(0, len(examples), batch_size):
+        chunk = list(examples[start:start + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)  # a fixed batch shape: no recompiles on the last batch
+        turns = [task.eval_preset.first_turn(ex) for ex in chunk]
+        episode = sampler.sample(params, turns, task.eval_preset.correction_instruction, rng=jax.random.key(0),
+                                 num_attempts=num_attempts)
+        for k in range(num_attempts):
+            texts[k].extend(episode.texts[k][:real])
+    correct = np.stack([task.reward(texts[k], examples) > 0.5 for k in range(num_attempts)])
+    answers = [[task.answer(t) for t in texts[k]] for k in range(num_attempts)]
+    result = metrics.self_correction_metrics(correct, answers=answers, texts=texts)
+    result["num_problems"] = float(len(examples))
+    records = [{"index": i, **{f"attempt{k + 1}": texts[k][i] for k in range(num_attempts)},
+                **{f"correct{k + 1}": bool(correct[k, i]) for k in range(num_attempts)}}
+               for i in range(len(examples))]
+    return result, records
+
+
+def main(argv):
+    del argv
+    from absl import flags
+
+    from score_jax import train
+    from score_jax.checkpoints import manager as ckpt_lib
+    from score_jax.rl import train_step as step_lib
+
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    os.makedirs(workdir, exist_ok=True)
+    setup = train.build(config, workdir)
+    params = setup.params
+    path = flags.FLAGS.checkpoint or os.path.join(workdir, "checkpoints")
+    if os.path.isdir(path) and os.listdir(path):
+        tx = step_lib.make_optimizer(config.optim.learning_rate, 1, 2)
+        state = step_lib.init_train_state(params, tx)
+        step, state, _ = ckpt_lib.restore_from_path(path, ckpt_lib.abstract_like(state))
+        params = state.params
+        print(f"evaluating checkpoint step {step} from {path}")
+    elif flags.FLAGS.checkpoint:
+        raise SystemExit(f"--checkpoint={path} does not exist")
+    else:
+        print("no checkpoint found: evaluating the starting model")
+    result, records = evaluate(setup, params, config)
+    table = metrics.markdown_table({"policy": result}, columns=metrics.TABLE_COLUMNS + ("edit_distance_ratio",))
+    print(table)
+    with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    with open(os.path.join(workdir, "eval_records.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    if flags.FLAGS.scaling_budget:
+        import jax
+
+        from score_jax import evaluate_decoding
+
+        examples = [setup.task.eval[i] for i in range(min(len(setup.task.eval), config.eval.num_examples or 10**9))]
+        scaling = evaluate_decoding.inference_scaling(
+            _eval_sampler(setup, config), params, examples,
+            [setup.task.eval_preset.first_turn(ex) for ex in examples], setup.task.eval_preset.correction_instruction,
+            grade=lambda text, ex: float(setup.task.reward([text], [ex])[0]), extract=setup.task.answer,
+            rng=jax.random.key(config.seed), max_budget=flags.FLAGS.scaling_budget)
+        print(scaling.table())
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory (its checkpoints are evaluated by default).")
+    flags.DEFINE_string("checkpoint", "", "Checkpoint directory or step folder to evaluate.")
+    flags.DEFINE_integer("scaling_budget", 0, "Largest sample budget of the inference-time scaling study (0 = skip).")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,354 @@
+"""SCoRe training: Stage I / Stage II multi-turn RL on whatever mesh the config gives.
+
+One step, as data flows (ARCHITECTURE.md):
+  prompts (this process's slice) -> n two-attempt episodes per prompt on one KV cache
+  -> rewards per attempt (host worker pools) -> stage objective -> advantages
+  -> jitted train step (policy and reference log-probs, per-attempt KL, REINFORCE) -> metrics
+  -> Orbax checkpoint (state + data-iterator state), periodic greedy evaluation.
+
+`run(config, workdir)` resumes from the newest readable checkpoint in ``workdir/checkpoints``
+and returns the final evaluation metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax import config as config_lib
+from score_jax import distributed, episodes, evaluate, metrics, sharding, tasks
+from score_jax.checkpoints import manager as ckpt_lib
+from score_jax.data import PromptBatches
+from score_jax.model import ModelConfig, get_preset, init_params
+from score_jax.rl import estimators, objectives
+from score_jax.rl import train_step as step_lib
+from score_jax.tokenizer import ByteTokenizer, ChatTemplate, Tokenizer, get_chat_template
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run builds once from its config."""
+
+    config: Any
+    mesh: jax.sharding.Mesh
+    rules: sharding.Rules
+    model_config: ModelConfig
+    ref_config: ModelConfig
+    tokenizer: Tokenizer
+    template: ChatTemplate
+    params: Any  # initial policy parameters (sharded)
+    ref_params: Any  # frozen reference parameters (sharded, possibly bf16)
+    task: tasks.Task
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the pieces.
+
+
+def build_tokenizer(config) -> tuple[Tokenizer, str | None]:
+    """The tokenizer and the family its files imply (None for the byte tokenizer)."""
+    if config.model.tokenizer == "byte":
+        return ByteTokenizer(), None
+    from score_jax import tokenizer as tok_lib
+
+    return tok_lib.load_tokenizer(config.model.tokenizer or config.model.hf_checkpoint), None
+
+
+def build_model(config, mesh, rules, tokenizer: Tokenizer) -> tuple[ModelConfig, Any]:
+    """Model config and initial (base) parameters: an HF checkpoint, or a seeded random init."""
+    numerics = dict(param_dtype=config.model.param_dtype, dtype=config.model.dtype,
+                    remat_policy=config.model.remat_policy, scan_layers=config.model.scan_layers)
+    if config.model.hf_checkpoint:
+        from score_jax.checkpoints import hf
+
+        return hf.load_hf_checkpoint(config.model.hf_checkpoint, mesh=mesh, rules=rules, **numerics)
+    overrides = dict(config.model.overrides.to_dict()) if config.model.overrides else {}
+    model_config = get_preset(config.model.preset, **numerics, **overrides)
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise config_lib.ConfigError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but model preset {config.model.preset!r} only "
+            f"{model_config.vocab_size}; set --config.model.overrides.vocab_size={tokenizer.vocab_size}")
+    return model_config, init_params(model_config, jax.random.key(config.seed), mesh, rules)
+
+
+def reference_copy(params: Any, dtype: str) -> Any:
+    """A frozen copy of `params` in `dtype`, sharded like them (never aliasing donated buffers)."""
+    target = jnp.dtype(dtype)
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    return jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=target, copy=True), p),
+                   out_shardings=shardings)(params)
+
+
+def build(config, workdir: str) -> Setup:
+    """Validates `config` (before anything compiles) and builds the run's pieces."""
+    config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    mesh = sharding.make_mesh(config.mesh.shape)
+    rules = sharding.resolve_rules(config.mesh.rules)
+    tokenizer, _ = build_tokenizer(config)
+    model_config, params = build_model(config, mesh, rules, tokenizer)
+    template = _chat_template(config, model_config)
+    ref_config = model_config.replace(param_dtype=config.model.reference_dtype, dtype=config.model.reference_dtype,
+                                      remat_policy="none")
+    ref_params = reference_copy(params, config.model.reference_dtype)
+    task = tasks.build_task(config, data_dir=os.path.join(workdir, "tfds"))
+    return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
+
+
+def _chat_template(config, model_config: ModelConfig) -> ChatTemplate:
+    """The configured template; else the byte tokenizer's (gemma-style turns) or the family's own."""
+    from score_jax import tokenizer as tok_lib
+
+    if config.model.chat_template:
+        return get_chat_template(config.model.chat_template)
+    if config.model.tokenizer == "byte":
+        return get_chat_template("gemma")
+    return tok_lib.template_for_family(model_config.family)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step (then saves and exits)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, no preemption saves
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        log.warning("SIGTERM: saving a checkpoint after this step, then exiting")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def stage_at(schedule: list[tuple[str, int]], step: int) -> tuple[str, int, int]:
+    """(stage, index in schedule, first step of that stage) for a global step."""
+    start = 0
+    for i, (stage, steps) in enumerate(schedule):
+        if step < start + steps:
+            return stage, i, start
+        start += steps
+    return schedule[-1][0], len(schedule) - 1, start - schedule[-1][1]
+
+
+def run(config, workdir: str, setup: Setup | None = None) -> dict[str, float]:
+    """Trains per ``config.rl.schedule``, resuming from ``workdir``; returns final eval metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    setup = setup or build(config, workdir)
+    is_chief = jax.process_index() == 0
+    if is_chief:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    rl, schedule = config.rl, config_lib.stage_schedule(config)
+    total_steps = sum(n for _, n in schedule)
+
+    tx = step_lib.make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, total_steps,
+                                 config.optim.schedule, config.optim.b1, config.optim.b2, config.optim.weight_decay,
+                                 config.optim.grad_clip_norm or None)
+    state = step_lib.init_train_state(setup.params, tx)
+    batches = PromptBatches(setup.task.train, batch_size=rl.prompts_per_step // jax.process_count(), seed=config.seed,
+                            process_index=jax.process_index(), process_count=jax.process_count())
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
+                                         config.checkpoint.async_save)
+
+    start_step = 0
+    restored = checkpointer.restore_latest(ckpt_lib.abstract_like(state))
+    if restored is not None:
+        start_step, state, extra = restored
+        batches.set_state(extra["data"])
+        checkpointer.best_metric = extra.get("best_metric")
+        log.info("resumed from step %d in %s", start_step, workdir)
+    elif rl.init_from:
+        _, init_state, _ = ckpt_lib.restore_from_path(rl.init_from, ckpt_lib.abstract_like(state))
+        state = step_lib.init_train_state(init_state.params, tx)
+        log.info("policy initialised from %s", rl.init_from)
+
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    ref_shardings = jax.tree.map(lambda x: x.sharding, setup.ref_params)
+    writer = metrics.MetricWriter(workdir, enabled=is_chief)
+    progress = metrics.Progress(total_steps, label="train", enabled=is_chief)
+    sampler = episodes.EpisodeSampler(setup.model_config, setup.tokenizer, setup.template,
+                                      _sampling_config(config, setup), mesh=setup.mesh, rules=setup.rules)
+    train_steps: dict[tuple[str, int], Any] = {}
+    history: list[dict[str, float]] = []
+    eval_metrics: dict[str, float] = {}
+
+    def extra_state(step: int, stage: str, step_metrics: dict) -> dict:
+        return {"data": batches.get_state(), "step": step, "stage": stage, "seed": config.seed,
+                "metrics": {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0}}
+
+    with _Preemption() as preemption, sharding.use_sharding(setup.mesh, setup.rules):
+        step_metrics: dict[str, float] = {}
+        for step in range(start_step, total_steps):
+            stage, stage_index, _ = stage_at(schedule, step)
+            num_attempts = objectives.num_attempts_trained(stage, rl.num_attempts)
+            t0 = time.perf_counter()
+            examples = next(batches)
+            user_turns = [setup.task.preset.first_turn(ex) for ex in examples]
+            rng = jax.random.fold_in(jax.random.key(config.seed), step)
+            episode = sampler.sample(state.params, user_turns, setup.task.preset.correction_instruction,
+                                     num_samples=rl.samples_per_prompt, num_attempts=num_attempts, rng=rng)
+            t_sample = time.perf_counter()
+
+            row_examples = [examples[i] for i in episode.prompt_index]
+            rewards = np.stack([setup.task.reward(episode.texts[k], row_examples) for k in range(num_attempts)])
+            t_grade = time.perf_counter()
+
+            returns = objectives.stage_returns(stage, rewards, rl.alpha, rl.turn_discount)
+            kl_weights = objectives.stage_kl_weights(stage, num_attempts, rl.beta1, rl.beta2)
+            if rl.kl_in_reward:
+                returns = returns - kl_weights[:, None] * _sequence_kl(setup, episode)
+            advantages = estimators.advantages(rl.advantage_estimator, returns, rl.samples_per_prompt)
+            batch = _train_batch(episode, advantages, setup)
+
+            key = (stage, num_attempts)
+            if key not in train_steps:
+                train_steps[key] = step_lib.make_train_step(
+                    setup.model_config, setup.ref_config, tx, kl_estimator=rl.kl_estimator,
+                    kl_in_loss=not rl.kl_in_reward, num_microbatches=config.optim.num_microbatches,
+                    state_shardings=shardings, ref_shardings=ref_shardings,
+                    batch_sharding=jax.tree.map(lambda x: x.sharding, batch))
+            state, step_out = train_steps[key](state, setup.ref_params, batch, jnp.asarray(kl_weights))
+            step_out = jax.device_get(step_out)
+            t_train = time.perf_counter()
+
+            step_metrics = _step_metrics(setup, episode, rewards, returns, advantages, step_out,
+                                         times=(t_sample - t0, t_grade - t_sample, t_train - t_grade),
+                                         stage_index=stage_index)
+            history.append({"step": step + 1, **step_metrics})
+            if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
+                writer.write(step + 1, step_metrics, prefix="train/")
+                progress.update(step + 1, step_metrics, keys=("reward/t1", "reward/t2", "acc_t1", "acc_t2", "kl/t1"))
+
+            stage_ends = stage_at(schedule, step + 1)[1] != stage_index or step + 1 == total_steps
+            if config.eval.every_steps and (step + 1) % config.eval.every_steps == 0 and not stage_ends:
+                eval_metrics = _evaluate(setup, state.params, config)
+                writer.write(step + 1, eval_metrics, prefix="eval/")
+            checkpointer.save_if_best(step + 1, state, extra_state(step + 1, stage, step_metrics),
+                                      float(step_metrics["reward/mean"]))
+            if (step + 1) % config.checkpoint.every_steps == 0 or stage_ends or preemption.requested:
+                checkpointer.save(step + 1, state, extra_state(step + 1, stage, step_metrics), force=True)
+            if preemption.requested:
+                checkpointer.wait()
+                log.warning("preempted: saved step %d; rerun the same command to resume", step + 1)
+                writer.close()
+                return {}
+
+        checkpointer.wait()
+        eval_metrics = _evaluate(setup, state.params, config)
+        writer.write(total_steps, eval_metrics, prefix="eval/")
+    writer.close()
+    checkpointer.close()
+    if is_chief:
+        with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
+            json.dump(eval_metrics, f, indent=2)
+        print(metrics.markdown_table({"policy": eval_metrics}), flush=True)
+    run.last_state = state  # for callers in the same process (the demo, tests)
+    return eval_metrics
+
+
+def _sampling_config(config, setup: Setup):
+    return episodes.SamplingConfig(
+        max_new_tokens=config.rl.max_new_tokens, temperature=config.rl.temperature,
+        top_k=config.rl.top_k or None, top_p=config.rl.top_p if config.rl.top_p < 1 else None,
+        stop_token_ids=setup.template.stop_ids(setup.tokenizer), length_buckets=tuple(config.rl.prompt_buckets),
+        pad_id=setup.tokenizer.pad_id)
+
+
+def _train_batch(episode, advantages: np.ndarray, setup: Setup, width_multiple: int = 32) -> dict:
+    """Host episode arrays -> global device arrays, batch split by the mesh rules.
+
+    Cache slots that no row uses (the unused tail of each attempt's token budget) are dropped and
+    the width is rounded up to `width_multiple`, so the train step sees short, bucketed sequences.
+    Dropping slots invalid in every row keeps each attempt token's predecessor in place.
+    """
+    used = np.nonzero(np.asarray(episode.valid).any(axis=0))[0]
+    width = -(-len(used) // width_multiple) * width_multiple
+    cols = np.concatenate([used, np.full(width - len(used), -1)])
+    present = cols >= 0
+
+    def take(x, axis=-1, fill=0):
+        out = np.take(np.asarray(x), np.where(present, cols, 0), axis=axis)
+        shape = [1] * out.ndim
+        shape[axis] = width
+        return np.where(present.reshape(shape), out, fill)
+
+    host = {
+        "tokens": take(episode.tokens).astype(np.int32),
+        "positions": take(episode.positions).astype(np.int32),
+        "valid": take(episode.valid, fill=False).astype(bool),
+        "attempt_masks": np.moveaxis(take(episode.attempt_masks).astype(np.float32), 0, 1),
+        "advantages": np.moveaxis(np.asarray(advantages, np.float32), 0, 1),
+    }
+    return {k: distributed.global_batch(v, setup.mesh, setup.rules) for k, v in host.items()}
+
+
+def _sequence_kl(setup: Setup, episode) -> np.ndarray:
+    """Per-attempt sequence KL [K, B] (k1 on sampled tokens) for KL-in-reward."""
+    score = getattr(setup, "_score_fn", None) or step_lib.make_score_fn(setup.ref_config)
+    ref_logp = np.asarray(score(setup.ref_params, jnp.asarray(episode.tokens), jnp.asarray(episode.positions),
+                                jnp.asarray(episode.valid)))
+    per_token = np.asarray(episode.logprobs) - ref_logp
+    return np.einsum("kbt,bt->kb", np.asarray(episode.attempt_masks, np.float64), per_token)
+
+
+def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, times, stage_index) -> dict:
+    k = rewards.shape[0]
+    m: dict[str, float] = {"stage": float(stage_index), "reward/mean": float(rewards.sum(0).mean())}
+    for i in range(k):
+        m[f"reward/t{i + 1}"] = float(rewards[i].mean())
+        m[f"return/t{i + 1}"] = float(returns[i].mean())
+        m[f"kl/t{i + 1}"] = float(out["kl"][i])
+        m[f"kl_k1/t{i + 1}"] = float(out["kl_k1"][i])
+        m[f"entropy/t{i + 1}"] = float(out["entropy"][i])
+        m[f"length/t{i + 1}"] = float(np.mean(episode.lengths[i]))
+        m[f"truncated/t{i + 1}"] = float(np.mean(episode.truncated[i]))
+        m[f"advantage_mean/t{i + 1}"] = float(advantages[i].mean())
+        m[f"advantage_std/t{i + 1}"] = float(advantages[i].std())
+        m[f"advantage_abs_max/t{i + 1}"] = float(np.abs(advantages[i]).max())
+    if k >= 2:
+        answers = [[setup.task.answer(t) for t in episode.texts[i]] for i in range(2)]
+        m.update(metrics.self_correction_metrics(rewards > 0.5, answers=answers))
+    else:
+        m["acc_t1"] = float((rewards[0] > 0.5).mean())
+    m["loss/pg"] = float(out["loss/pg"])
+    m["grad_norm"] = float(out["grad_norm"])
+    sample_s, grade_s, train_s = times
+    tokens = float(np.sum(episode.lengths))
+    m.update({"time/sample_s": sample_s, "time/grade_s": grade_s, "time/train_s": train_s,
+              "throughput/sampled_tok_s": tokens / max(sample_s, 1e-9)})
+    seq = int(np.asarray(episode.tokens).shape[1])
+    train_tokens = float(np.asarray(episode.tokens).size)
+    flops = 4.0 * setup.model_config.flops_per_token(seq) * train_tokens  # fwd+bwd (3x) + reference fwd (1x)
+    m["throughput/train_flops_per_s"] = flops / max(train_s, 1e-9)
+    peak = float(setup.config.get("peak_flops_per_device", 0.0) or 0.0)
+    if peak:
+        m["mfu"] = m["throughput/train_flops_per_s"] / (peak * jax.device_count())
+    return m
+
+
+def _evaluate(setup: Setup, params, config) -> dict[str, float]:
+    return evaluate.evaluate(setup, params, config)[0]
