@@ -11,6 +11,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 import hf_fixtures as fx
+from test_model import MESHES, check_param_shardings
 from score_jax import sharding
 from score_jax.checkpoints import hf
 from score_jax.model import config as model_config
@@ -108,35 +109,6 @@ def test_sharded_files_with_index(tmp_path):
     assert set(index["weight_map"].values()) == set(files)
     assert (tmp_path / "out" / "generation_config.json").exists()  # copied from source_dir
     assert _max_diff(fx.hf_logits(fx.load_hf_model(tmp_path / "out"), *batch), ref, batch[1]) <= TOL
-
-
-# Logical axes of each parameter, and what each rule set maps them to.
-_LOGICAL = {
-    "embedding": ("vocab", "embed"), "lm_head": ("embed", "vocab"), "scale": ("embed",),
-    "q": ("embed", "heads", "head_dim"), "k": ("embed", "kv_heads", "head_dim"), "v": ("embed", "kv_heads", "head_dim"),
-    "o": ("heads", "head_dim", "embed"), "q_bias": ("heads", "head_dim"), "k_bias": ("kv_heads", "head_dim"),
-    "v_bias": ("kv_heads", "head_dim"), "gate": ("embed", "mlp"), "up": ("embed", "mlp"), "down": ("mlp", "embed"),
-}
-_RULES = {
-    "data_parallel": {},
-    "fsdp": {"embed": "fsdp"},
-    "fsdp_tensor": {"embed": "fsdp", "vocab": "tensor", "heads": "tensor", "kv_heads": "tensor", "mlp": "tensor"},
-}
-MESHES = [("data_parallel", (8, 1, 1)), ("fsdp", (2, 4, 1)), ("fsdp_tensor", (2, 2, 2))]
-
-
-def expected_spec(path, ndim, rules):
-    names = _LOGICAL[path[-1]]
-    if path[0] == "layers":
-        names = ("layers",) + names
-    assert len(names) == ndim, path
-    return tuple(_RULES[rules].get(n) for n in names)
-
-
-def check_param_shardings(params, rules):
-    for path, leaf in hf._leaves(params).items():
-        spec = tuple(leaf.sharding.spec) + (None,) * (leaf.ndim - len(leaf.sharding.spec))
-        assert spec == expected_spec(path, leaf.ndim, rules), (path, spec)
 
 
 @pytest.mark.parametrize("rules,mesh_shape", MESHES)

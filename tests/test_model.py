@@ -1,0 +1,133 @@
+"""The transformer on its own: KV cache consistency, gaps, scanned layers, sharded forward."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from score_jax import sharding
+from score_jax.model import get_preset, transformer
+
+SEQ = 16  # longer than tiny_gemma2's sliding window (8)
+
+
+def _batch(vocab, lengths, gaps=(), seed=0):
+    """Left-padded (tokens, positions, valid) [B, SEQ]; `gaps` are (row, start, stop) invalid slots."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, vocab, size=(len(lengths), SEQ)).astype(np.int32)
+    valid = np.arange(SEQ)[None, :] >= (SEQ - np.asarray(lengths))[:, None]
+    for row, start, stop in gaps:
+        valid[row, start:stop] = False
+    positions = np.asarray(transformer.left_padded_positions(jnp.asarray(valid)))
+    return tokens, positions, valid
+
+
+def _params(config, seed=0):
+    """Random parameters on the default device (numpy: compiling `init_params` takes seconds on CPU).
+
+    Norm scales are perturbed too, so a layer that skipped its norm would show.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = nn.meta.unbox(transformer.abstract_params(config))
+
+    def one(path, leaf):
+        x = rng.standard_normal(leaf.shape).astype(np.float32)
+        if path[-1].key == "scale":
+            return 0.2 * x + (0.0 if config.norm_scale_plus_one else 1.0)
+        return x * config.d_model**-0.5
+
+    return jax.device_put(jax.tree_util.tree_map_with_path(one, shapes))
+
+
+@pytest.mark.parametrize("preset,scan", [("tiny_gemma", False), ("tiny_gemma2", False), ("tiny_gemma2", True),
+                                         ("tiny_qwen2", False)])
+def test_prefill_and_decode_through_cache_match_full_forward(preset, scan):
+    config = get_preset(preset, scan_layers=scan)
+    params = _params(config)
+    tokens, positions, valid = _batch(config.vocab_size, [16, 11, 7, 16], gaps=[(3, 4, 7)])
+    full = np.asarray(transformer.forward(config, params, tokens, positions, valid))
+
+    model = transformer.Transformer(config)
+    step = jax.jit(lambda p, t, pos, v, c: model.apply({"params": p}, t, pos, v, c))
+    cache = transformer.init_cache(config, tokens.shape[0], SEQ)
+    prefill = 6
+    logits, cache = step(params, tokens[:, :prefill], positions[:, :prefill], valid[:, :prefill], cache)
+    steps = [np.asarray(logits)]
+    for t in range(prefill, SEQ):
+        logits, cache = step(params, tokens[:, t:t + 1], positions[:, t:t + 1], valid[:, t:t + 1], cache)
+        steps.append(np.asarray(logits))
+    assert int(cache.index) == SEQ
+    # Gemma's random logits reach ~70, so allow fp32 rounding relative to their size.
+    np.testing.assert_allclose(np.concatenate(steps, axis=1)[valid], full[valid], atol=1e-5, rtol=1e-6)
+
+
+def test_gap_is_invisible():
+    """A row with invalid slots in the middle gives the logits of the same tokens without them."""
+    config = get_preset("tiny_gemma2")
+    params = _params(config)
+    tokens, positions, valid = _batch(config.vocab_size, [16, 16], gaps=[(0, 5, 9)])
+    kept = valid[0]
+    compact = np.zeros_like(tokens[:1])
+    compact[0, SEQ - kept.sum():] = tokens[0, kept]
+    c_valid = np.arange(SEQ)[None] >= SEQ - kept.sum()
+    c_pos = np.asarray(transformer.left_padded_positions(jnp.asarray(c_valid)))
+    gapped = np.asarray(transformer.forward(config, params, tokens[:1], positions[:1], valid[:1]))
+    packed = np.asarray(transformer.forward(config, params, compact, c_pos, c_valid))
+    np.testing.assert_allclose(gapped[0, kept], packed[0, c_valid[0]], atol=1e-5, rtol=0)
+
+
+def test_scanned_layers_match_unrolled():
+    config = get_preset("tiny_qwen2", scan_layers=True, remat_policy="dots")
+    scanned = _params(config)
+    unrolled = {k: v for k, v in scanned.items() if k != "layers"}
+    for i in range(config.num_layers):
+        unrolled[f"layer_{i}"] = jax.tree.map(lambda x, i=i: x[i], scanned["layers"])
+    tokens, positions, valid = _batch(config.vocab_size, [16, 9])
+    a = transformer.forward(config, scanned, tokens, positions, valid)
+    b = transformer.forward(config.replace(scan_layers=False, remat_policy="none"), unrolled, tokens, positions, valid)
+    np.testing.assert_allclose(np.asarray(a)[valid], np.asarray(b)[valid], atol=1e-5, rtol=0)
+
+
+# Logical axes of each parameter (by leaf name), and what each rule set maps them to.
+_LOGICAL = {
+    "embedding": ("vocab", "embed"), "lm_head": ("embed", "vocab"), "scale": ("embed",),
+    "q": ("embed", "heads", "head_dim"), "k": ("embed", "kv_heads", "head_dim"), "v": ("embed", "kv_heads", "head_dim"),
+    "o": ("heads", "head_dim", "embed"), "q_bias": ("heads", "head_dim"), "k_bias": ("kv_heads", "head_dim"),
+    "v_bias": ("kv_heads", "head_dim"), "gate": ("embed", "mlp"), "up": ("embed", "mlp"), "down": ("mlp", "embed"),
+}
+_MESH_AXES = {
+    "data_parallel": {},
+    "fsdp": {"embed": "fsdp"},
+    "fsdp_tensor": {"embed": "fsdp", "vocab": "tensor", "heads": "tensor", "kv_heads": "tensor", "mlp": "tensor"},
+}
+# Rule sets and 8-device mesh shapes (data, fsdp, tensor); the tiny configs divide every axis.
+MESHES = [("data_parallel", (8, 1, 1)), ("fsdp", (2, 4, 1)), ("fsdp_tensor", (2, 2, 2))]
+
+
+def check_param_shardings(params, rules: str) -> None:
+    """Every parameter's PartitionSpec is what the rule set says for its logical axes."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [str(k.key) for k in path]
+        names = (("layers",) if keys[0] == "layers" else ()) + _LOGICAL[keys[-1]]
+        expected = tuple(_MESH_AXES[rules].get(n) for n in names)
+        spec = tuple(leaf.sharding.spec) + (None,) * (leaf.ndim - len(leaf.sharding.spec))
+        assert spec == expected, ("/".join(keys), spec, expected)
+
+
+@pytest.mark.parametrize("rules,mesh_shape", MESHES)
+def test_sharded_forward_matches_single_device(rules, mesh_shape):
+    config = get_preset("tiny_qwen2", tie_embeddings=False)
+    mesh = sharding.make_mesh(mesh_shape)
+    single = _params(config)
+    # The shardings init_params creates parameters with (it is too slow to compile here on CPU).
+    params = jax.device_put(single, transformer.param_shardings(config, mesh, rules))
+    check_param_shardings(params, rules)
+    tokens, positions, valid = _batch(config.vocab_size, [16, 11, 7, 16, 1, 5, 16, 12])
+    ref = np.asarray(transformer.forward(config, single, tokens, positions, valid))
+
+    with sharding.use_sharding(mesh, rules) as ctx:
+        data = ctx.sharding(("batch", "length"))
+        fwd = jax.jit(lambda p, t, pos, v: transformer.Transformer(config).apply({"params": p}, t, pos, v)[0])
+        out = fwd(params, *(jax.device_put(x, data) for x in (tokens, positions, valid)))
+    np.testing.assert_allclose(np.asarray(out)[valid], ref[valid], atol=1e-5, rtol=0)
