@@ -118,7 +118,7 @@ def test_sharded_import(tmp_path, rules, mesh_shape):
     mesh = sharding.make_mesh(mesh_shape)
     config, params = hf.load_hf_checkpoint(tmp_path, mesh, rules, scan_layers=True)
     check_param_shardings(params, rules)
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(single)):
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(single), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     batch = _batch(lengths=[12, 9, 5, 1, 12, 3, 7, 12])
     np.testing.assert_allclose(_ours(config, params, batch)[batch[1]], _ours(config, single, batch)[batch[1]],

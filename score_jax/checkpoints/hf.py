@@ -462,14 +462,16 @@ def _check_tensors(files: _SafetensorsDir, config: ModelConfig, leaves: dict) ->
                 for path, ts in layout.items() for t in ts}
     present = {n for n in files.names() if not n.endswith("rotary_emb.inv_freq")}  # a buffer older exports kept
     missing, unexpected = set(expected) - present, present - set(expected)
+    problems = []
     if missing:
-        raise CheckpointError(f"checkpoint lacks {len(missing)} tensors the {config.family} config needs: "
-                              f"{_listing(missing)}")
+        problems.append(f"lacks {len(missing)} tensors the {config.family} config needs: {_listing(missing)}")
     if unexpected:
         hint = " (lm_head.weight with tie_word_embeddings=true: untie the config)" if "lm_head.weight" in unexpected \
             else ""
-        raise CheckpointError(f"checkpoint has {len(unexpected)} tensors the {config.family} config does not use: "
-                              f"{_listing(unexpected)}{hint}")
+        problems.append(f"has {len(unexpected)} tensors the {config.family} config does not use: "
+                        f"{_listing(unexpected)}{hint}")
+    if problems:
+        raise CheckpointError("checkpoint " + "; and ".join(problems))
     wrong = [f"{n}: expected {list(s)}, found {list(files.shape(n))}" for n, s in expected.items()
              if files.shape(n) != s]
     if wrong:
@@ -484,7 +486,7 @@ def _put(x: np.ndarray, sharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layer_writer(sharding):
     def write(stacked, layer_value, i):
         return jax.lax.dynamic_update_index_in_dim(stacked, layer_value, i, 0)
@@ -689,7 +691,7 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: st
     writer = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(_replacing_directory(path)) if writer else None
-        for file_name, entries in zip(names, files):
+        for file_name, entries in zip(names, files, strict=True):
             if writer:
                 _write_safetensors(os.path.join(out, file_name), entries, produce)
             else:  # still take part in every gather
@@ -701,7 +703,7 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: st
             if len(files) > 1:
                 total = sum(math.prod(e[2]) * itemsize for e in plan)
                 index = {"metadata": {"total_size": total},
-                         "weight_map": {e[0]: n for n, entries in zip(names, files) for e in entries}}
+                         "weight_map": {e[0]: n for n, entries in zip(names, files, strict=True) for e in entries}}
                 with open(os.path.join(out, INDEX_FILE), "w") as f:
                     json.dump(index, f, indent=2, sort_keys=True)
             for name in _SIDE_FILES if source_dir is not None else ():
