@@ -27,13 +27,14 @@ from score_jax.model import get_preset, transformer
 CASES = (("tiny_llama", 8, 128), ("llama_125m", 2, 128))
 
 
-def _time(fn, iters: int) -> float:
-    """Mean seconds per call of `fn` after one warm-up call."""
+def _time(fn, iters: int, min_seconds: float = 2.0) -> float:
+    """Mean seconds per call of `fn` after one warm-up call: at least `iters` calls and `min_seconds`."""
     fn()
-    start = time.perf_counter()
-    for _ in range(iters):
+    calls, start = 0, time.perf_counter()
+    while calls < iters or time.perf_counter() - start < min_seconds:
         fn()
-    return (time.perf_counter() - start) / iters
+        calls += 1
+    return (time.perf_counter() - start) / calls
 
 
 def bench(preset: str, batch: int, seq: int, iters: int) -> dict:
