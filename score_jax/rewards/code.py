@@ -144,7 +144,7 @@ class CodeJob:
 
     program: str
     tests: tuple[str, ...]  # each a unit that passes or fails on its own; share one namespace
-    setup: str = ""  # trusted code run in the tests' namespace first (MBPP test_setup_code)
+    setup: str = ""  # trusted code run first in the tests' and the program's namespaces (MBPP test_setup_code)
     timeout_s: float = DEFAULT_TIMEOUT_S  # wall clock for the whole program run
     memory_mb: int = DEFAULT_MEMORY_MB  # address-space limit of the program's process
 
@@ -552,8 +552,11 @@ _PLAIN_OF_SUBCLASS = (
 
 
 def _program_exception(name, message):
+    """The exception a test sees for a recorded one: the builtin type of that name, except
+    StopIteration (which would silently end a `map` or a generator in the test), else ProgramError."""
     cls = getattr(builtins, name, None) if type(name) is str else None
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, (StopIteration,
+                                                                                   StopAsyncIteration)):
         try:
             return cls(message)
         except Exception:
@@ -716,6 +719,7 @@ def _sandbox_main(job):
     sys.modules[module.__name__] = module
     recorder = _Recorder(emit, module.__dict__)
     try:
+        exec(setup, module.__dict__)  # MBPP programs may rely on the setup's imports
         exec(code, module.__dict__)
     except BaseException as e:
         emit(["P", *_describe(e)])
@@ -835,10 +839,10 @@ def _parse_trace(raw: bytes) -> _ParsedTrace:
 # ------------------------------------------------------------------------------------------------
 # Test preparation (worker side): full tests for the judge, stripped ones for the sandbox.
 
-# Calls whose arguments phase A must evaluate but whose own result only the judge needs.
-_PURE_BUILTINS = frozenset({"abs", "all", "any", "bool", "dict", "float", "frozenset", "int", "isinstance",
-                            "len", "list", "max", "min", "repr", "round", "set", "sorted", "str", "sum",
-                            "tuple", "type"})
+# Calls whose arguments phase A must evaluate but whose own result only the judge needs. None of
+# them iterates its argument: one that did (all, sorted, ...) could be what drives a lazy `map`
+# or generator calling the program, so those are evaluated whole.
+_PURE_BUILTINS = frozenset({"abs", "bool", "float", "int", "isinstance", "len", "repr", "round", "str", "type"})
 _PURE_MATH = frozenset({"isclose", "fabs", "floor", "ceil", "sqrt"})
 
 
@@ -1320,8 +1324,9 @@ class _Worker:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.write(status_w, f"L{os.getpid()}\n".encode())
             os.setsid()
-            _prctl(_PR_SET_DUMPABLE, 1)  # the worker is not, and must write our id maps
             namespaces = params["namespaces"]
+            if namespaces & _CLONE_NEWUSER:
+                _prctl(_PR_SET_DUMPABLE, 1)  # the zygote is not, and the worker must write our id maps
             if namespaces:
                 _c_call(_libc.unshare(namespaces), "unshare")
             if namespaces & _CLONE_NEWUSER:
