@@ -154,8 +154,19 @@ def stage_at(schedule: list[tuple[str, int]], step: int) -> tuple[str, int, int]
     return schedule[-1][0], len(schedule) - 1, start - schedule[-1][1]
 
 
-def run(config, workdir: str, setup: Setup | None = None) -> dict[str, float]:
-    """Trains per ``config.rl.schedule``, resuming from ``workdir``; returns final eval metrics."""
+@dataclasses.dataclass
+class RunResult:
+    eval_metrics: dict[str, float]  # final greedy evaluation on the eval split (empty if preempted)
+    state: Any  # final TrainState
+    history: list[dict[str, float]]  # per-step training metrics of this process's run
+
+
+def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> RunResult:
+    """Trains per ``config.rl.schedule``, resuming from ``workdir``.
+
+    `setup` replaces what `build(config, workdir)` would make (e.g. a custom task); `on_step_end`
+    is called as ``on_step_end(step, metrics)`` after each step's checkpointing.
+    """
     os.makedirs(workdir, exist_ok=True)
     setup = setup or build(config, workdir)
     is_chief = jax.process_index() == 0
@@ -251,11 +262,13 @@ def run(config, workdir: str, setup: Setup | None = None) -> dict[str, float]:
                                       float(step_metrics["reward/mean"]))
             if (step + 1) % config.checkpoint.every_steps == 0 or stage_ends or preemption.requested:
                 checkpointer.save(step + 1, state, extra_state(step + 1, stage, step_metrics), force=True)
+            if on_step_end is not None:
+                on_step_end(step + 1, step_metrics)
             if preemption.requested:
                 checkpointer.wait()
                 log.warning("preempted: saved step %d; rerun the same command to resume", step + 1)
                 writer.close()
-                return {}
+                return RunResult({}, state, history)
 
         checkpointer.wait()
         eval_metrics = _evaluate(setup, state.params, config)
@@ -266,8 +279,7 @@ def run(config, workdir: str, setup: Setup | None = None) -> dict[str, float]:
         with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
             json.dump(eval_metrics, f, indent=2)
         print(metrics.markdown_table({"policy": eval_metrics}), flush=True)
-    run.last_state = state  # for callers in the same process (the demo, tests)
-    return eval_metrics
+    return RunResult(eval_metrics, state, history)
 
 
 def _sampling_config(config, setup: Setup):
