@@ -73,10 +73,13 @@ Residual limits
   over, helper results) are present in the sandbox and could be read by a program that goes
   looking; MBPP and HumanEval show some expected values in the prompt anyway.
 - A test that inspects an object of a program-defined class beyond calls and attribute reads, a
-  generator returned by the program, or arguments the program mutates in place, fails
-  (conservatively: a false negative, never a false positive). Names in the tests that are
-  builtins always mean the builtins, even if the program redefines them.
-- The ``none`` tier is best effort; see ``isolation`` on each result.
+  generator returned by the program, arguments the program mutates in place, or the fields of a
+  namedtuple (it arrives as a tuple), fails (conservatively: a false negative, never a false
+  positive). Names in the tests that are builtins always mean the builtins, even if the program
+  redefines them.
+- The ``none`` tier is best effort: the work dir is on disk (files capped at 16 MiB each, not in
+  number), and a same-uid program can write what its user can; see ``isolation`` on each result.
+- Needs Linux >= 5.12 for ``mount_setattr`` (else ``root-writable`` in ``isolation``).
 
 Speed: a pool of worker processes (``-S``, stdlib only) each forks, unshares and execs a bare
 interpreter per job (about 15 ms), and forks the judge from itself (about 2 ms).
@@ -1351,11 +1354,20 @@ class _Worker:
             sandbox = os.fork()
             if sandbox == 0:
                 self._sandbox(params, (job_r, out_w, err_w, trace_w), status_w, life_r, warnings)
-            pidfd = os.pidfd_open(sandbox)
-            _close_all_except(status_w, life_w, keep_r, pidfd)
-            if pidfd not in select.select([keep_r, pidfd], [], [])[0]:
-                os.kill(sandbox, signal.SIGKILL)  # keep_r closed: the worker wants it stopped
-            _, status = os.waitpid(sandbox, 0)  # in a PID namespace: once init is reaped, all are gone
+            try:
+                watch = [keep_r, os.pidfd_open(sandbox)]  # readable when the sandbox exits
+            except (AttributeError, OSError):  # no pidfd (Linux < 5.3): poll
+                watch = [keep_r]
+            _close_all_except(status_w, life_w, *watch)
+            status = None
+            while status is None:  # in a PID namespace: once init has exited, all are gone
+                ready = select.select(watch, [], [], None if len(watch) > 1 else 0.005)[0]
+                if keep_r in ready:  # closed: the worker wants the sandbox stopped
+                    os.kill(sandbox, signal.SIGKILL)
+                    status = os.waitpid(sandbox, 0)[1]
+                else:
+                    pid, waited = os.waitpid(sandbox, os.WNOHANG)
+                    status = waited if pid else None
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
             os.write(status_w, f"X{code}\n".encode())
             os._exit(0)
@@ -1375,8 +1387,12 @@ class _Worker:
             if namespaces & _CLONE_NEWPID and namespaces & _CLONE_NEWNS:
                 try:
                     _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_RDONLY)
-                except OSError as e:
-                    warnings.append(f"host-proc-visible({e.strerror})")
+                except OSError as e:  # (a container that masks parts of /proc) hide the host's instead
+                    try:
+                        _mount("tmpfs", "/proc", "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k")
+                        warnings.append(f"proc-hidden({e.strerror})")
+                    except OSError:
+                        warnings.append(f"host-proc-visible({e.strerror})")
             cpu = math.ceil(params["timeout_s"]) + 1
             for limit, value in ((resource.RLIMIT_AS, params["memory_mb"] << 20), (resource.RLIMIT_CPU, cpu),
                                  (resource.RLIMIT_FSIZE, 16 << 20), (resource.RLIMIT_NOFILE, 256),
