@@ -143,7 +143,8 @@ _PROBLEMS = [
     ("mean", "xs: list", "The arithmetic mean of a non-empty list.", "return sum(xs) / len(xs)",
      "return sum(xs) // len(xs)", [([1, 2],), ([3.5],), ([1, 2, 3, 5],)]),
     ("pairs_sum_zero", "xs: list", "Whether two distinct elements sum to zero.",
-     "seen = set()\n    for x in xs:\n        if -x in seen:\n            return True\n        seen.add(x)\n    return False",
+     "seen = set()\n    for x in xs:\n        if -x in seen:\n            return True\n        seen.add(x)\n"
+     "    return False",
      "return 0 in xs", [([1, -1],), ([0],), ([1, 2, 3],), ([2, 4, -2],)]),
     ("digits_sum", "n: int", "Sum of the decimal digits of |n|.", "return sum(int(d) for d in str(abs(n)))",
      "return sum(int(d) for d in str(n) if d.isdigit()) + 1", [(123,), (-45,), (0,)]),
@@ -158,7 +159,8 @@ _PROBLEMS = [
     ("sort_by_length", "xs: list", "Strings sorted by length, ties in order.", "return sorted(xs, key=len)",
      "return sorted(xs)", [(["ccc", "a", "bb"],), ([],), (["bb", "aa", "c"],)]),
     ("collatz_steps", "n: int", "Steps of the Collatz map from n to 1.",
-     "steps = 0\n    while n != 1:\n        n = n // 2 if n % 2 == 0 else 3 * n + 1\n        steps += 1\n    return steps",
+     "steps = 0\n    while n != 1:\n        n = n // 2 if n % 2 == 0 else 3 * n + 1\n        steps += 1\n"
+     "    return steps",
      "return n // 2", [(1,), (6,), (27,)]),
     ("transpose", "m: list", "The transpose of a rectangular matrix.", "return [list(r) for r in zip(*m)]",
      "return m", [([[1, 2], [3, 4]],), ([[1, 2, 3]],), ([],)]),
