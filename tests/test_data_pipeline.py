@@ -49,8 +49,31 @@ def test_two_processes_read_disjoint_covering_slices(shuffle):
         assert sorted(source.read) == sorted(seen[k])  # reads only what it yields
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(40))
-    if not shuffle:
-        assert seen == [list(range(20)), list(range(20, 40))]
+    if not shuffle:  # global batch b is [8b, 8b + 8); process k reads its k-th half
+        assert seen == [[i for b in range(5) for i in range(8 * b, 8 * b + 4)],
+                        [i for b in range(5) for i in range(8 * b + 4, 8 * b + 8)]]
+
+
+@pytest.mark.parametrize("process_count", [1, 2, 4])
+def test_global_batches_do_not_depend_on_process_count(process_count):
+    single = data.PromptBatches(_source(50), 8, seed=3, num_epochs=2)
+    want = [_ids(b) for b in single]
+    parts = [data.PromptBatches(_source(50), 8 // process_count, seed=3, num_epochs=2, process_index=k,
+                                process_count=process_count) for k in range(process_count)]
+    got = [[i for part in step for i in _ids(part)] for step in zip(*parts)]
+    assert got == want and len(want) == 2 * 6
+
+
+def test_state_resumes_on_another_process_count():
+    two = [data.PromptBatches(_source(40), 4, seed=9, process_index=k, process_count=2) for k in range(2)]
+    for batches in two:
+        for _ in range(3):
+            next(batches)
+    state = json.loads(json.dumps(two[0].get_state()))
+    assert state == two[1].get_state()  # nothing process-specific: process 0's state serves all
+    one = data.PromptBatches(_source(40), 8, seed=9)
+    one.set_state(state)
+    assert _ids(next(one)) == _ids(next(two[0])) + _ids(next(two[1]))
 
 
 def test_uneven_data_gives_equal_steps_and_drops_remainder():
@@ -58,7 +81,7 @@ def test_uneven_data_gives_equal_steps_and_drops_remainder():
     for k in range(3):
         batches = data.PromptBatches(_source(23), 3, num_epochs=1, process_index=k, process_count=3)
         per_process.append([_ids(b) for b in batches])
-    assert [len(batches) for batches in per_process] == [2, 2, 2]  # 23 // 3 = 7 -> 2 batches of 3
+    assert [len(batches) for batches in per_process] == [2, 2, 2]  # 23 // 9 = 2 global batches
     flat = [i for batches in per_process for batch in batches for i in batch]
     assert len(set(flat)) == 18
 
@@ -78,10 +101,12 @@ def test_state_mismatch_is_refused():
         data.PromptBatches(_source(12), 4, seed=2).set_state(state)
     with pytest.raises(ValueError, match="'num_examples'"):
         data.PromptBatches(_source(16), 4, seed=1).set_state(state)
+    with pytest.raises(ValueError, match="'global_batch_size': \\(4, 8\\)"):
+        data.PromptBatches(_source(16), 4, seed=1, process_count=2).set_state(state)
 
 
 def test_too_small_for_a_batch():
-    with pytest.raises(ValueError, match="no batch of 4 on each of 2"):
+    with pytest.raises(ValueError, match="no global batch of 4 on each of 2 processes \\(8 examples\\)"):
         data.PromptBatches(_source(7), 4, process_count=2)
 
 
@@ -102,7 +127,7 @@ def test_state_restores_exactly_in_a_new_process(tmp_path):
         return data.PromptBatches(source, 32, seed=5, process_index=1, process_count=2)
     uninterrupted = [_ids(b) for b, _ in zip(make(), range(7))]
     batches = make()
-    assert batches.steps_per_epoch == 4  # 300 examples / 2 processes / 32, so 7 crosses an epoch
+    assert batches.steps_per_epoch == 4  # 300 examples // (2 processes x 32), so 7 crosses an epoch
     for _ in range(3):
         next(batches)
     state = json.loads(json.dumps(batches.get_state()))

@@ -1,9 +1,11 @@
 """Prompt batches for RL: seeded per-epoch shuffling, per-process shards, resumable state.
 
-Every process computes the same permutation of the whole dataset for an epoch and reads only its
-own contiguous slice of it, so the processes' slices are disjoint and together cover the epoch.
-Every process yields the same number of batches per epoch (the examples that do not fill a batch
-on every process are dropped, different ones each epoch when shuffling), as SPMD training needs.
+Every process computes the same permutation of the whole dataset for an epoch. Global batch b of
+the epoch is ``permutation[b * G:(b + 1) * G]`` (G = batch_size * process_count), and process i
+reads only the i-th contiguous part of it, so the global batch is the same whatever the number
+of processes, the processes' parts are disjoint, and together they cover the epoch's batches.
+Every process yields the same number of batches per epoch (the examples that do not fill a global
+batch are dropped, different ones each epoch when shuffling), as SPMD training needs.
 
     batches = PromptBatches(source, batch_size=64, seed=0,
                             process_index=jax.process_index(), process_count=jax.process_count())
@@ -11,7 +13,9 @@ on every process are dropped, different ones each epoch when shuffling), as SPMD
         ...
     state = batches.get_state()  # JSON-serialisable; save it with the checkpoint
 
-`set_state(state)` on an iterator made with the same arguments resumes at the next batch.
+`set_state(state)` on an iterator over the same data, seed and global batch size resumes at the
+next batch. The state does not depend on the process: every process restores the one process 0
+saved, and a run may resume on another number of processes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: global batches are contiguous in the permutation
 
 
 def shard_bounds(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -44,8 +48,10 @@ class PromptBatches(Iterator[list[dict[str, Any]]]):
       seed: seeds each epoch's permutation; the same on every process.
       shuffle: permute each epoch; if False, epochs go in source order.
       num_epochs: stop after this many epochs; None repeats forever.
-      process_index: this process, e.g. `jax.process_index()`.
-      process_count: all processes, e.g. `jax.process_count()`.
+      process_index: which contiguous part of each global batch this process reads, e.g.
+        `jax.process_index()` (the trainer passes `score_jax.distributed.batch_slot`: the part
+        of a batch-sharded global array that this process's devices hold).
+      process_count: parts per global batch, e.g. `jax.process_count()`.
 
     Attributes:
       steps_per_epoch: batches each process yields per epoch.
@@ -63,12 +69,12 @@ class PromptBatches(Iterator[list[dict[str, Any]]]):
         process_count: int = 1,
     ):
         shard_bounds(len(source), process_index, process_count)  # Validates the indices.
-        if batch_size < 1 or len(source) // process_count < batch_size:
+        if batch_size < 1 or len(source) < batch_size * process_count:
             raise ValueError(
-                f"{len(source)} examples give no batch of {batch_size} on each of {process_count} "
-                "processes."
+                f"{len(source)} examples give no global batch of {batch_size} on each of "
+                f"{process_count} processes ({batch_size * process_count} examples)."
             )
-        self.steps_per_epoch = len(source) // process_count // batch_size
+        self.steps_per_epoch = len(source) // (batch_size * process_count)
         self._source = source
         self._batch_size = batch_size
         self._seed = seed
@@ -78,7 +84,7 @@ class PromptBatches(Iterator[list[dict[str, Any]]]):
         self._process_count = process_count
         self._epoch = 0
         self._position = 0  # batches already yielded in this epoch
-        self._order: np.ndarray | None = None  # this process's slice for self._epoch
+        self._order: np.ndarray | None = None  # the permutation of self._epoch
 
     def __iter__(self) -> PromptBatches:
         return self
@@ -91,30 +97,26 @@ class PromptBatches(Iterator[list[dict[str, Any]]]):
         if self._num_epochs is not None and self._epoch >= self._num_epochs:
             raise StopIteration
         if self._order is None:
-            self._order = self._epoch_slice(self._epoch)
-        start = self._position * self._batch_size
+            self._order = self._permutation(self._epoch)
+        global_batch = self._batch_size * self._process_count
+        start = self._position * global_batch + self._process_index * self._batch_size
         indices = self._order[start : start + self._batch_size]
         self._position += 1
         return [self._source[int(i)] for i in indices]
 
-    def _epoch_slice(self, epoch: int) -> np.ndarray:
+    def _permutation(self, epoch: int) -> np.ndarray:
         num_examples = len(self._source)
         if self._shuffle:
-            order = np.random.default_rng([self._seed, epoch]).permutation(num_examples)
-        else:
-            order = np.arange(num_examples)
-        start, stop = shard_bounds(num_examples, self._process_index, self._process_count)
-        return order[start:stop]
+            return np.random.default_rng([self._seed, epoch]).permutation(num_examples)
+        return np.arange(num_examples)
 
     def _config(self) -> dict[str, Any]:
         return {
             "version": _STATE_VERSION,
             "num_examples": len(self._source),
-            "batch_size": self._batch_size,
+            "global_batch_size": self._batch_size * self._process_count,
             "seed": self._seed,
             "shuffle": self._shuffle,
-            "process_index": self._process_index,
-            "process_count": self._process_count,
         }
 
     def get_state(self) -> dict[str, Any]:
@@ -122,11 +124,14 @@ class PromptBatches(Iterator[list[dict[str, Any]]]):
         return {**self._config(), "epoch": self._epoch, "position": self._position}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Resumes from `get_state()` of an iterator made with the same arguments.
+        """Resumes from `get_state()` of an iterator over the same data and global batches.
+
+        The state may come from any process of a run with any number of processes, as long as
+        the global batch size (batch_size * process_count) is the same.
 
         Raises:
-          ValueError: the state comes from an iterator with other data, batch size, seed or
-            sharding, which would not resume the same sequence.
+          ValueError: the state comes from an iterator with other data, global batch size, seed
+            or shuffling (or an older state version), which would not resume the same sequence.
         """
         differing = {
             key: (state.get(key), value)
