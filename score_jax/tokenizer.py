@@ -249,6 +249,11 @@ CHAT_TEMPLATES = {
         name="llama3", user_open="<|start_header_id|>user<|end_header_id|>\n\n", user_close="<|eot_id|>",
         model_open="<|start_header_id|>assistant<|end_header_id|>\n\n", model_close="<|eot_id|>",
         end_of_turn="<|eot_id|>"),
+    # One special token per turn boundary (roles alternate): the byte tokenizer's short format
+    # for the offline demo, where every token of a tiny CPU run counts.
+    "compact": ChatTemplate(
+        name="compact", user_open="<start_of_turn>", user_close="<end_of_turn>", model_open="<start_of_turn>",
+        model_close="<end_of_turn>", end_of_turn="<end_of_turn>"),
     # Qwen2.5's template opens with this system turn when the conversation has none.
     "qwen2": ChatTemplate(
         name="qwen2", user_open="<|im_start|>user\n", user_close="<|im_end|>\n",

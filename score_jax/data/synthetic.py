@@ -34,6 +34,9 @@ DIFFICULTIES = {
     "easy": SyntheticDifficulty(primes=(5, 7), num_terms=(1,)),
     "medium": SyntheticDifficulty(primes=(7, 11), num_terms=(1, 2)),
     "hard": SyntheticDifficulty(primes=(11, 13), num_terms=(2,)),
+    # The offline demo's: one x term over three primes (3,532 problems), so that held-out
+    # problems reuse the small subtraction and division tables the training problems cover.
+    "demo": SyntheticDifficulty(primes=(7, 11, 13), num_terms=(1,)),
 }
 
 _PROBLEM = re.compile(r"((?:\d+x\+)+)(\d+)=(\d+) mod (\d+)")
