@@ -564,6 +564,17 @@ def test_attacks_do_not_pass(pool, outside, attack):
     assert all(r.passed for r in honest), [r.error for r in honest]  # the same tests do pass honestly
 
 
+def test_modules_the_tests_borrow_from_the_program_are_the_real_ones(pool):
+    tests = ["assert math.isclose(f(5), 10.0)"]  # MBPP style: relies on the program's `import math`
+    honest, fake_module, fake_function = pool.run([
+        code.CodeJob.mbpp("import math\n" + DOUBLE, tests),
+        code.CodeJob.mbpp("class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef f(x):\n    return 0\n",
+                          tests),
+        code.CodeJob.mbpp("import math\nmath.isclose = lambda *a, **k: True\ndef f(x):\n    return 0\n", tests)])
+    assert honest.passed, honest.error
+    assert not fake_module.passed and not fake_function.passed
+
+
 def test_fallback_tier_verdicts_and_files(fallback_pool, outside):
     good, wrong, cheat = fallback_pool.run([
         code.CodeJob.mbpp(vandal(outside) + DOUBLE, MBPP_TESTS),

@@ -645,10 +645,6 @@ def _test_builtins():
     return table
 
 
-def _stdlib_module(value):
-    """The name of a stdlib module `value` is, else None (tests may use the program's imports)."""
-    name = getattr(value, "__name__", None) if type(value) is type(sys) else None
-    return name if type(name) is str and name.partition(".")[0] in sys.stdlib_module_names else None
 
 
 class _Recorder(_Trace):
@@ -674,9 +670,11 @@ class _Recorder(_Trace):
     def bind_global(self, namespace, name):
         if name not in self._program:
             result = ["n"]
-        elif _stdlib_module(self._program[name]):
-            result = ["m", _stdlib_module(self._program[name])]
-            namespace[name] = self._program[name]
+        elif name in sys.stdlib_module_names:
+            # Tests may use a module the program imported (MBPP's `math.isclose`). Both phases
+            # import the real module of that name, whatever the program bound to it.
+            result = ["m"]
+            namespace[name] = __import__(name)
         else:
             value = self._program[name]
             result = self._run(lambda: value)
@@ -778,10 +776,9 @@ class _Replayer(_Trace):
         result = self._trace.globals.get(name)
         if result is None or result == ["n"]:
             return
-        if type(result) is list and len(result) == 2 and result[0] == "m":
-            module = result[1]
-            if type(module) is str and module.partition(".")[0] in sys.stdlib_module_names:
-                namespace[name] = __import__(module, fromlist=["_"])
+        if result == ["m"]:
+            if name in sys.stdlib_module_names:
+                namespace[name] = __import__(name)
             return
         try:
             namespace[name] = self.deliver(result)
@@ -1125,7 +1122,7 @@ class _Worker:
             return result("timeout", error=f"timed out after {job.timeout_s} s", run=run)
         if run.output_exceeded:
             return result("output_limit", error="output exceeded the limit", run=run)
-        verdicts = self._judge(tests, trace, max(2.0, job.timeout_s))
+        verdicts = self._judge(tests, trace, max(2.0, job.timeout_s), job.memory_mb)
         passed_units = sum(ok for ok, _ in verdicts)
         failures = [f"test {i}: {message}" for i, (ok, message) in enumerate(verdicts) if not ok]
         if trace.program_error:
@@ -1459,7 +1456,8 @@ class _Worker:
 
     # -- phase B --------------------------------------------------------------------------------
 
-    def _judge(self, tests: _PreparedTests, trace: _ParsedTrace, timeout_s: float) -> list[tuple[bool, str]]:
+    def _judge(self, tests: _PreparedTests, trace: _ParsedTrace, timeout_s: float,
+               memory_mb: int) -> list[tuple[bool, str]]:
         """Run the original tests in a fork of this worker, answering the program's calls from
         `trace`; one (passed, message) per unit."""
         read_fd, write_fd = os.pipe()
@@ -1471,6 +1469,9 @@ class _Worker:
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(timeout_s) + 1,) * 2)
+                with open("/proc/self/statm") as f:  # what this fork maps already, plus the job's budget
+                    mapped = int(f.read().split()[0]) * resource.getpagesize()
+                resource.setrlimit(resource.RLIMIT_AS, (mapped + (memory_mb << 20),) * 2)
                 data = json.dumps(_replay(tests, trace)).encode()
             except BaseException as e:
                 data = json.dumps([[False, f"judge error: {e!r}"[:_KEPT_OUTPUT]]] * len(tests.full)).encode()
