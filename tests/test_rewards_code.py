@@ -194,11 +194,23 @@ def test_syntax_error_and_program_errors(pool):
     assert name_error.status == "failed" and "NameError" in name_error.error
 
 
+def test_crashes(pool):
+    segfault, odd_exit, after = pool.run([
+        code.CodeJob.mbpp("import ctypes\ndef f(x):\n    return ctypes.string_at(0)\n", MBPP_TESTS),
+        code.CodeJob.mbpp("import os\ndef f(x):\n    os._exit(200)\n", MBPP_TESTS),
+        code.CodeJob.mbpp(DOUBLE, MBPP_TESTS)])
+    assert segfault.status == "crashed" and "signal 11" in segfault.error
+    assert odd_exit.status == "crashed" and "exited with 200" in odd_exit.error
+    assert after.passed  # the worker survived both
+
+
 def test_invalid_jobs():
     with pytest.raises(ValueError, match="at least one test"):
         code.CodeJob.mbpp(DOUBLE, [])
     with pytest.raises(ValueError, match="entry_point"):
         code.CodeJob.humaneval({"prompt": "", "test": ""}, "")
+    with pytest.raises(ValueError, match="one string"):
+        code.CodeJob.mbpp(DOUBLE, "assert f(2) == 4")
 
 
 def test_tests_that_do_not_compile(pool):
@@ -416,6 +428,12 @@ ATTACKS = {
     "exit 0 at import": "import sys\nsys.exit(0)\n",
     "os._exit(0) at import": "import os\nos._exit(0)\n",
     "os._exit(0) inside the call": "import os\ndef f(x):\n    os._exit(0)\n",
+    "os._exit(0) from a thread after the call": textwrap.dedent("""
+        import os, threading, time
+        def f(x):
+            threading.Thread(target=lambda: (time.sleep(0.05), os._exit(0))).start()
+            return 0
+    """),
     "SystemExit inside the call": "def f(x):\n    raise SystemExit(0)\n",
     "KeyboardInterrupt inside the call": "def f(x):\n    raise KeyboardInterrupt\n",
     "atexit and excepthook force exit 0": textwrap.dedent("""

@@ -1046,7 +1046,8 @@ class _Tier:
 
 @dataclasses.dataclass
 class _Run:
-    exit_code: int | None = None  # >= 128: killed by signal (code - 128)
+    exit_code: int | None = None  # the sandbox's exit status, if it exited
+    killed_by: int | None = None  # the signal that ended it, if one did
     timed_out: bool = False
     output_exceeded: bool = False
     setup_error: str = ""
@@ -1127,8 +1128,8 @@ class _Worker:
         failures = [f"test {i}: {message}" for i, (ok, message) in enumerate(verdicts) if not ok]
         if trace.program_error:
             failures.insert(0, f"the program raised {trace.program_error}")
-        if run.exit_code and run.exit_code > 128:
-            failures.insert(0, f"the program was killed by {signal.Signals(run.exit_code - 128).name}")
+        if run.killed_by is not None:
+            failures.insert(0, f"the program was killed by signal {run.killed_by}")
         elif run.exit_code:
             failures.insert(0, f"the program exited with {run.exit_code}")
         if not failures and passed_units == total:
@@ -1136,9 +1137,9 @@ class _Worker:
         error = "; ".join(failures)
         if trace.memory_error or b"MemoryError" in run.stderr:
             return result("memory", passed_units, error, run)
-        if run.exit_code in (128 + signal.SIGXCPU, 128 + signal.SIGKILL):
+        if run.killed_by in (signal.SIGXCPU, signal.SIGKILL):  # the CPU-time rlimit
             return result("timeout", passed_units, f"CPU time limit: {error}", run)
-        if run.exit_code or not trace.done and not trace.program_error:
+        if run.killed_by is not None or run.exit_code or not trace.done and not trace.program_error:
             return result("crashed", passed_units, error or "the run ended before the tests finished", run)
         return result("failed", passed_units, error, run)
 
@@ -1247,6 +1248,8 @@ class _Worker:
         for line in status:
             if line.startswith("X") and line[1:].isdigit():
                 run.exit_code = int(line[1:])
+            elif line.startswith("K") and line[1:].isdigit():
+                run.killed_by = int(line[1:])
             elif line.startswith("E"):
                 run.setup_error = line[1:]
             elif line.startswith("W"):
@@ -1258,7 +1261,7 @@ class _Worker:
         while open_fds and time.monotonic() < stop:  # what the dead sandbox left in the pipes
             readable = select.select(list(open_fds), [], [], stop - time.monotonic())[0]
             self._read_available(readable, buffers, counts, open_fds, trace_r)
-        if run.exit_code is None and not run.setup_error:
+        if run.exit_code is None and run.killed_by is None and not run.setup_error:
             run.setup_error = "the launcher died"
         run.stdout, run.stderr, run.trace = bytes(buffers[out_r]), bytes(buffers[err_r]), bytes(buffers[trace_r])
         return run
@@ -1381,8 +1384,8 @@ class _Worker:
                 else:
                     pid, waited = os.waitpid(sandbox, os.WNOHANG)
                     status = waited if pid else None
-            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-            os.write(status_w, f"X{code}\n".encode())
+            end = f"X{os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"K{os.WTERMSIG(status)}"
+            os.write(status_w, f"{end}\n".encode())
             os._exit(0)
         except BaseException as e:
             try:
