@@ -13,11 +13,11 @@ p99 <= 100 ms.
 
 Sandbox: 50 synthetic HumanEval-shaped problems (a prompt with a signature and docstring, a
 completion, a test defining `check(candidate)`), each with a right and a wrong completion, run
-through `run_jobs` on a pool of `--workers` workers (2 = the 2-core target) after a warm-up
-round. Target: >= 40 programs/s.
+on a pool of `--workers` workers (2 = the 2-core target) after a warm-up round. Target: >= 40
+programs/s. Besides wall-clock throughput (which other load on a shared machine drags down), the
+CPU time per program over every process involved, and the throughput 2 idle cores would give.
 
-The last line printed is one JSON object with every number; the load average at start is in
-it, because on a shared machine it moves the throughput numbers.
+The last line printed is one JSON object with every number, and the load average at start.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -197,25 +198,46 @@ def _humaneval_problems(count: int) -> list[tuple[dict, str, str]]:
     return out
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # processes exited and waited for
+    return usage.ru_utime + usage.ru_stime
+
+
+def _self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bench_sandbox(workers: int, rounds: int) -> dict:
+    """Throughput, and CPU per program (load-independent): every process of a pool is waited for
+    when it closes, so a pool's whole cost shows in RUSAGE_CHILDREN. A pool that only starts and
+    warms up is the baseline subtracted from one that also runs the timed rounds."""
     problems = _humaneval_problems(50)
     jobs = [code.CodeJob.humaneval(p, c) for p, right, wrong in problems for c in (right, wrong)]
     expected = [True, False] * len(problems)
+    before = _children_cpu_s()
     with code.SandboxPool(workers) as pool:
         warm = pool.run(jobs)
-        bad = [p["task_id"] for (p, _, _), r in zip(problems, warm[::2]) if not r.passed]
-        if bad or any(r.passed for r in warm[1::2]):
-            raise SystemExit(f"sandbox verdicts wrong: right completions failing {bad[:5]}, "
-                             f"wrong passing {sum(r.passed for r in warm[1::2])}")
-        start = time.perf_counter()
+    baseline = _children_cpu_s() - before
+    bad = [p["task_id"] for (p, _, _), r in zip(problems, warm[::2]) if not r.passed]
+    if bad or any(r.passed for r in warm[1::2]):
+        raise SystemExit(f"sandbox verdicts wrong: right completions failing {bad[:5]}, "
+                         f"wrong passing {sum(r.passed for r in warm[1::2])}")
+    before = _children_cpu_s()
+    with code.SandboxPool(workers) as pool:
+        pool.run(jobs)
+        start, own = time.perf_counter(), _self_cpu_s()
         results = [r for _ in range(rounds) for r in pool.run(jobs)]
-        elapsed = time.perf_counter() - start
+        elapsed, own = time.perf_counter() - start, _self_cpu_s() - own
+    cpu_ms = 1e3 * (_children_cpu_s() - before - baseline + own) / len(results)
     latencies = sorted(r.duration_s for r in results)
     return {
         "sandbox_programs": len(results),
         "sandbox_workers": workers,
         "sandbox_correct_verdicts": f"{sum(r.passed == e for r, e in zip(results, expected * rounds))}/{len(results)}",
         "sandbox_programs_per_s": round(len(results) / elapsed, 1),
+        "sandbox_cpu_ms_per_program": round(cpu_ms, 2),
+        "sandbox_programs_per_s_on_2_idle_cores": round(2000 / cpu_ms, 1),
         "sandbox_median_latency_ms": round(1e3 * statistics.median(latencies), 1),
         "sandbox_network": results[0].network,
         "sandbox_isolation": results[0].isolation,
@@ -229,12 +251,13 @@ def main() -> None:
     parser.add_argument("--math-pairs", type=int, default=1000, help="distinct (response, gold) pairs timed")
     args = parser.parse_args()
     report = {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
+    report.update(bench_sandbox(args.workers, args.rounds))  # first: the grader's pool must not be reaped inside
     report.update(bench_math(args.math_pairs))
-    report.update(bench_sandbox(args.workers, args.rounds))
     report["targets_met"] = {
         "math_median_le_5ms": report.get("math_median_ms", float("inf")) <= 5,
         "math_p99_le_100ms": report.get("math_p99_ms", float("inf")) <= 100,
         "sandbox_ge_40_per_s": report["sandbox_programs_per_s"] >= 40,
+        "sandbox_ge_40_per_s_on_2_idle_cores": report["sandbox_programs_per_s_on_2_idle_cores"] >= 40,
     }
     for key, value in report.items():
         print(f"{key}: {value}", file=sys.stderr)

@@ -981,6 +981,15 @@ def _close_all_except(*keep: int) -> None:
     os.closerange(low, 1 << 16)
 
 
+def _reap_children(block: bool = False) -> None:
+    while True:
+        try:
+            if os.waitpid(-1, 0 if block else os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
 def _prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
     _c_call(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)),
             f"prctl({option})")
@@ -1074,6 +1083,14 @@ class _Worker:
             self._serve_zygote(zygote_end)
         zygote_end.close()
         self.tier = self._probe(use_namespaces)
+
+    def close(self) -> None:
+        """Stop the zygote and wait for it (so its CPU time is accounted to us)."""
+        self._zygote_socket.close()
+        try:
+            os.waitpid(self._zygote, 0)
+        except ChildProcessError:  # already reaped
+            pass
 
     def _probe(self, use_namespaces: bool) -> _Tier:
         """The strongest tier under which a trivial job passes, tried through the real launch path."""
@@ -1287,10 +1304,11 @@ class _Worker:
                 if entry.isdigit():
                     try:
                         with open(f"/proc/{entry}/stat", "rb") as f:
-                            ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-                    except (OSError, IndexError, ValueError):
+                            state, ppid = f.read().rsplit(b")", 1)[1].split()[:2]
+                    except (OSError, ValueError):
                         continue
-                    children.setdefault(ppid, []).append(int(entry))
+                    if state not in (b"Z", b"X"):  # zombies are dead already
+                        children.setdefault(int(ppid), []).append(int(entry))
             doomed, stack = [], list(children.get(me, []))
             while stack:
                 pid = stack.pop()
@@ -1304,12 +1322,7 @@ class _Worker:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            while True:  # reap the orphans that were ours
-                try:
-                    if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                        break
-                except ChildProcessError:
-                    break
+            _reap_children()  # the orphans that were ours
             time.sleep(0.001)
 
     # -- phase A: the zygote's side ---------------------------------------------------------------
@@ -1322,10 +1335,11 @@ class _Worker:
             if os.getppid() != worker:
                 os._exit(0)
             _close_all_except(0, 1, 2, sock.fileno())
-            signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped by the kernel
             while True:
+                _reap_children()  # launchers that have exited (waited for, so CPU time adds up)
                 message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
                 if not message:
+                    _reap_children(block=True)
                     os._exit(0)
                 if os.fork() == 0:
                     sock.close()
@@ -1340,7 +1354,6 @@ class _Worker:
         job_r, out_w, err_w, trace_w, status_w, sync_w, go_r, keep_r = fds
         zygote = os.getppid()
         try:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.write(status_w, f"L{os.getpid()}\n".encode())
             os.setsid()
             namespaces = params["namespaces"]
@@ -1546,3 +1559,4 @@ def _worker_main(options: str) -> None:
     _write_frame(proto_out, {"ready": True})
     while (job := _read_frame(proto_in)) is not None:
         _write_frame(proto_out, worker.run(job))
+    worker.close()
