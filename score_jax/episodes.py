@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import sharding
+from score_jax import distributed, sharding
 from score_jax.model.config import ModelConfig
 from score_jax.sampling import Sampler, SamplingConfig, chunk_positions, pad_left
 from score_jax.tokenizer import ChatTemplate, Tokenizer
@@ -108,7 +108,9 @@ class EpisodeSampler:
 
         Args:
           params: model parameters.
-          first_turns: one user text per problem (the prompt preset's first turn).
+          first_turns: one user text per problem (the prompt preset's first turn); with several
+            processes, this process's block of problems (the call is collective and the episode
+            holds this process's rows).
           instruction: the correction instruction appended after each attempt but the last.
           rng: PRNG key.
           num_samples: episodes per prompt (rows are prompt-major).
@@ -132,7 +134,7 @@ class EpisodeSampler:
         rows = [prompts[i] for i in prompt_index]
         batch, steps = len(rows), settings.max_new_tokens
         after = {closed: self.template.continuation(tok, instruction, closed) for closed in (False, True)}
-        prompt_len = settings.bucket(max(len(r) for r in rows))
+        prompt_len = settings.bucket(distributed.max_over_processes(max(len(r) for r in rows)))
         chunk_len = settings.bucket(max(len(c) for c in after.values())) if num_attempts > 1 else 0
         total = prompt_len + num_attempts * steps + (num_attempts - 1) * chunk_len
 

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import sharding
+from score_jax import distributed, sharding
 from score_jax.model.config import ModelConfig
 from score_jax.model.transformer import KVCache, Transformer, cache_logical_axes, init_cache, param_shardings
 
@@ -129,7 +129,7 @@ class Generation:
 # Token selection.
 
 
-def sample_logits(logits: Array, rng: Array, settings: SamplingConfig) -> tuple[Array, Array]:
+def sample_logits(logits: Array, rng: Array | None, settings: SamplingConfig) -> tuple[Array, Array]:
     """Draws one token per row from logits [B, V]; returns (tokens [B] int32, logprobs [B] f32).
 
     Log-probabilities are under the distribution actually sampled from: after temperature, top-k
@@ -203,7 +203,7 @@ def _decode_segment(state: DecodeState, params, *, config: ModelConfig, settings
         return (s.step < settings.max_new_tokens) & (s.cache.index < s.cache.max_len) & ~jnp.all(s.done)
 
     def body(s: DecodeState) -> DecodeState:
-        rng, key = jax.random.split(s.rng)
+        rng, key = (s.rng, None) if settings.greedy else jax.random.split(s.rng)
         token, logp = sample_logits(s.logits, key, settings)
         live = ~s.done
         token = jnp.where(live, token, settings.pad_id)
@@ -315,6 +315,10 @@ class Sampler:
       config: the model.
       mesh, rules: the (data, fsdp, tensor) mesh and rule set to run on; rows are split over the
         batch axes, the cache as `cache_logical_axes()` maps under the rules.
+
+    With several processes every call is collective: each process passes its own block of rows
+    (`score_jax.distributed.batch_slot`), the jitted steps run on global arrays, and host results
+    hold the process's rows only. Batch sizes here are per process.
     """
 
     def __init__(self, config: ModelConfig, *, mesh: jax.sharding.Mesh | None = None,
@@ -332,10 +336,17 @@ class Sampler:
     def _put(self, x: np.ndarray) -> Array:
         if self.shard is None:
             return jnp.asarray(x)
-        return jax.device_put(x, self.shard.sharding(("batch",) + (None,) * (x.ndim - 1), x.shape))
+        return distributed.global_batch(x, self.shard.mesh, self.shard.rules)
+
+    def _get(self, x: Array) -> np.ndarray:
+        if self.shard is None:
+            return np.asarray(x)
+        return distributed.local_rows(x, self.shard.mesh, self.shard.rules)
 
     def new_cache(self, batch: int, length: int) -> KVCache:
-        """An empty cache of `length` slots, created in place with its sharding."""
+        """An empty cache of `length` slots for `batch` rows per process, created in place with its sharding."""
+        if self.shard is not None:
+            batch *= distributed.batch_slot(self.shard.mesh, self.shard.rules)[1]
         return _new_cache(config=self.config, batch=batch, length=length, shard=self.shard)
 
     def prefill(self, params: Any, cache: KVCache, tokens: np.ndarray, positions: np.ndarray, valid: np.ndarray,
@@ -360,16 +371,16 @@ class Sampler:
         Returns:
           the host-side `Generation` and the cache, whose index is ``start + steps``.
         """
-        batch = logits.shape[0]
         start = int(cache.index)
         if start + settings.max_new_tokens > cache.max_len:
             raise ValueError(f"decoding {settings.max_new_tokens} tokens from slot {start} needs "
                              f"{start + settings.max_new_tokens} cache slots; the cache has {cache.max_len}")
-        done = np.zeros((batch,), bool) if done is None else np.asarray(done, bool)
-        state = _decode(params, cache, logits, self._put(np.asarray(positions, np.int32)), self._put(done), rng,
+        positions = np.asarray(positions, np.int32)
+        done = np.zeros(positions.shape, bool) if done is None else np.asarray(done, bool)
+        state = _decode(params, cache, logits, self._put(positions), self._put(done), rng,
                         config=self.config, settings=settings, shard=self.shard)
-        tokens, logprobs, lengths, steps = jax.device_get(
-            (state.tokens, state.logprobs, state.lengths, state.step))
+        tokens, logprobs, lengths = (self._get(x) for x in (state.tokens, state.logprobs, state.lengths))
+        steps = int(state.step)
         mask = np.arange(settings.max_new_tokens)[None, :] < lengths[:, None]
         last = np.take_along_axis(tokens, np.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
         stopped = (lengths > 0) & np.isin(last, settings.stop_token_ids)
@@ -389,7 +400,7 @@ class Sampler:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token (a BOS, say)")
         params = self.place(params)
-        length = settings.bucket(max(len(p) for p in prompts))
+        length = settings.bucket(distributed.max_over_processes(max(len(p) for p in prompts)))
         tokens, valid = pad_left(prompts, length, settings.pad_id)
         counts = valid.sum(axis=1)
         cache = self.new_cache(len(prompts), length + settings.max_new_tokens)

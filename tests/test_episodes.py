@@ -94,24 +94,25 @@ def test_cache_matches_full_forward(params, episode):
 
 def test_reprefill_and_more_attempts(params):
     sampler = EpisodeSampler(CONFIG, TOK, TEMPLATE, SETTINGS.replace(greedy=True))
-    kwargs = dict(rng=jax.random.key(0), num_samples=1, num_attempts=3)
+    kwargs = dict(rng=jax.random.key(0), num_samples=2, num_attempts=3)
     reuse = sampler.sample(params, FIRST_TURNS, INSTRUCTION, **kwargs)
     again = sampler.sample(params, FIRST_TURNS, INSTRUCTION, reprefill=True, **kwargs)
-    assert reuse.attempt_masks.shape == (3, 4, 64 + 3 * 12 + 2 * 32)
+    assert reuse.attempt_masks.shape == (3, 8, 64 + 3 * 12 + 2 * 32)
     np.testing.assert_array_equal(reuse.tokens, again.tokens)
     np.testing.assert_array_equal(reuse.attempt_masks, again.attempt_masks)
     np.testing.assert_allclose(reuse.logprobs, again.logprobs, atol=1e-4)
     assert reuse.texts == again.texts
-    assert evaluate_decoding.greedy_attempts(sampler, params, FIRST_TURNS, INSTRUCTION, num_attempts=3) == reuse.texts
+    assert evaluate_decoding.greedy_attempts(sampler, params, FIRST_TURNS, INSTRUCTION, num_attempts=3) == [
+        texts[::2] for texts in reuse.texts]
 
 
 def test_sharded_episodes_equal_unsharded(params):
     settings = SETTINGS.replace(greedy=True)
-    want = EpisodeSampler(CONFIG, TOK, TEMPLATE, settings).sample(params, FIRST_TURNS, INSTRUCTION,
-                                                                  rng=jax.random.key(0), num_samples=2)
+    kwargs = dict(rng=jax.random.key(0), num_samples=2, num_attempts=3)  # as above: the same compilations
+    want = EpisodeSampler(CONFIG, TOK, TEMPLATE, settings).sample(params, FIRST_TURNS, INSTRUCTION, **kwargs)
     mesh = sharding.make_mesh((2, 2, 2))
-    got = EpisodeSampler(CONFIG, TOK, TEMPLATE, settings, mesh=mesh, rules="fsdp_tensor").sample(
-        params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(0), num_samples=2)
+    got = EpisodeSampler(CONFIG, TOK, TEMPLATE, settings, mesh=mesh, rules="data_parallel").sample(
+        params, FIRST_TURNS, INSTRUCTION, **kwargs)
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_array_equal(got.attempt_masks, want.attempt_masks)
 

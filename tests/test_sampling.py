@@ -100,9 +100,9 @@ def test_one_compile_per_bucket(params):
     assert after["prefill"] == before["prefill"] + 1 and after["decode"] == before["decode"] + 1
 
 
-@pytest.mark.parametrize("rules, shape", [("fsdp_tensor", (2, 2, 2)), ("data_parallel", (2, 2, 2))])
-def test_sharded_equals_unsharded(params, rules, shape):
-    mesh = sharding.make_mesh(shape)
+def test_sharded_equals_unsharded(params):
+    """fsdp_tensor here; test_episodes runs data_parallel."""
+    rules, mesh = "fsdp_tensor", sharding.make_mesh((2, 2, 2))
     prompts = _prompts([3, 5, 8, 9, 12, 14, 15, 16], seed=3)
     want = sampling.Sampler(CONFIG).generate(params, prompts, GREEDY, jax.random.key(0))
     sharded = sampling.Sampler(CONFIG, mesh=mesh, rules=rules)
@@ -172,11 +172,10 @@ SAMPLE = sampling.SamplingConfig(max_new_tokens=64, temperature=1.0, length_buck
 
 @pytest.mark.parametrize("settings", [
     SAMPLE,
-    SAMPLE.replace(temperature=2.0),
     SAMPLE.replace(top_k=5),
     SAMPLE.replace(top_p=0.5),
     SAMPLE.replace(top_k=20, top_p=0.4, temperature=0.7),
-], ids=["t1", "t2", "top_k", "top_p", "combined"])
+], ids=["t1", "top_k", "top_p", "combined"])
 def test_sampling_follows_the_law(known_params, settings):
     tokens, logprobs = _draw(known_params, settings)  # 4096 draws
     law = _law(TARGET / settings.temperature, settings.top_k, settings.top_p)
