@@ -70,6 +70,8 @@ _MAX_NESTING = 40
 _SYMBOLIC_TIMEOUT_S = 2.0
 # A pool worker silent for this long on one item is killed and replaced, in seconds.
 _WORKER_TIMEOUT_S = 10.0
+# A new pool worker must have imported sympy and be ready within this many seconds.
+_WORKER_START_TIMEOUT_S = 120.0
 # Lists longer than this are compared element by element as strings only.
 _MAX_LIST_ITEMS = 64
 # Largest |exponent| the evaluators accept, and largest n for n!.
@@ -190,23 +192,67 @@ def _clean_text(text: str) -> str:
     return _DOUBLE_ESCAPED_RE.sub(_ONE_BACKSLASH, text)
 
 
-def _matching_brace(text: str, start: int) -> int:
-    """Index of the `}` closing the `{` at `start` (escaped braces skipped), or -1."""
-    depth = 0
-    i = start
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of each `{` -> index of its `}` (escaped braces skipped), in one linear pass."""
+    pairs, stack = {}, []
+    i = 0
     while i < len(text):
         ch = text[i]
         if ch == "\\":
             i += 2
             continue
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
+            stack.append(i)
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = i
         i += 1
-    return -1
+    return pairs
+
+
+def _find_unescaped(text: str, needle: str, start: int) -> int:
+    while True:
+        j = text.find(needle, start)
+        if j <= 0 or text[j - 1] != "\\":
+            return j
+        start = j + 1
+
+
+def _math_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of $$...$$, $...$, \\[...\\] and \\(...\\) spans, left to right.
+
+    A hand-written scan rather than a regex: lazy regexes go quadratic on text full of
+    unclosed delimiters, and a single regex call cannot be interrupted by the time limit.
+    """
+    spans = []
+    unclosed: set[str] = set()  # delimiters with no closer left in the text
+    i = 0
+    while i < len(text):
+        if text.startswith("\\[", i) or text.startswith("\\(", i):
+            closer = "\\]" if text[i + 1] == "[" else "\\)"
+            j = -1 if closer in unclosed else text.find(closer, i + 2)
+            if j < 0:
+                unclosed.add(closer)
+            elif j > i + 2:
+                spans.append((i, j + 2, text[i + 2 : j]))
+                i = j + 2
+                continue
+            i += 2
+            continue
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == "$":
+            delimiter = "$$" if text.startswith("$$", i) else "$"
+            j = -1 if delimiter in unclosed else _find_unescaped(text, delimiter, i + len(delimiter) + 1)
+            if j < 0:
+                unclosed.add(delimiter)
+                i += len(delimiter)
+                continue
+            spans.append((i, j + len(delimiter), text[i + len(delimiter) : j]))
+            i = j + len(delimiter)
+            continue
+        i += 1
+    return spans
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,28 +263,28 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _FINAL_ANSWER_RE = re.compile(r"final\s+answer\s*(?:is|:)\s*", re.IGNORECASE)
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct", re.IGNORECASE)
 _ANSWER_PHRASE_RE = re.compile(r"\banswer\s*(?:is\b\s*:?|:)\s*", re.IGNORECASE)
-_MATH_SPAN_RE = re.compile(
-    r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL
-)
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d.,])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:/\d+)?(?:\s*\\?%)?")
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _CONNECTIVES = {"and", "or"}
 # Text between two boxes of one answer has at most this many words ("and", "for part (b)").
 _MAX_BOX_GAP_WORDS = 4
 _MAX_BOX_GAP_CHARS = 80
-# Only the tail of very long outputs is searched for fallback answers (keeps regexes linear).
+# "The answer is" phrases tried, from the last one back.
+_MAX_PHRASES_TRIED = 5
+# Only the tail of very long outputs is searched: the answer is at the end, and it bounds the work.
 _MAX_SCAN_CHARS = 20000
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
     """(start, end, content) of every \\boxed{...}, \\fbox{...} and \\boxed X in `text`."""
     found = []
+    pairs = _brace_pairs(text) if "\\boxed" in text or "\\fbox" in text else {}
     for match in _BOX_RE.finditer(text):
         i = match.end()
         while i < len(text) and text[i] == " ":
             i += 1
         if i < len(text) and text[i] == "{":
-            close = _matching_brace(text, i)
+            close = pairs.get(i, -1)
             if close < 0:  # Unclosed box: the rest of the text is its content.
                 found.append((match.start(), len(text), text[i + 1 :]))
             else:
@@ -266,8 +312,8 @@ def _last_box_group(text: str) -> tuple[int, str] | None:
         return None
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
-        if not _box_gap_joins(text[box[1] : group[0][0]]):
-            break
+        if len(group) >= _MAX_LIST_ITEMS or box[1] > group[0][0] or not _box_gap_joins(text[box[1] : group[0][0]]):
+            break  # nested or overlapping boxes, or a sentence between them
         group.insert(0, box)
     return group[0][0], ", ".join(content.strip() for _, _, content in group)
 
@@ -283,7 +329,7 @@ def _strip_math_delimiters(text: str) -> str:
 
 
 def _trim_answer(text: str) -> str:
-    text = text.strip().strip('"').strip()
+    text = re.sub(r'^(?:\s|\\?")+|(?:\s|\\?")+$', "", text)
     text = _strip_math_delimiters(text)
     text = re.sub(r"(?<!\\)\$", " ", text)
     text = re.sub(r"\\[()\[\]]", " ", text)
@@ -293,9 +339,9 @@ def _trim_answer(text: str) -> str:
 def _answer_from_sentence(sentence: str) -> str | None:
     """The answer in a sentence that follows "Final Answer:" or "The answer is"."""
     sentence = sentence.strip()
-    head = _MATH_SPAN_RE.match(sentence)
-    if head:
-        return _trim_answer(head.group(0))
+    spans = _math_spans(sentence)
+    if spans and spans[0][0] == 0:
+        return _trim_answer(spans[0][2])
     box = _last_box_group(sentence)
     if box:
         return _trim_answer(box[1])
@@ -332,7 +378,7 @@ def _final_answer_phrase(text: str) -> tuple[int, str] | None:
 
 def _answer_phrase(text: str) -> str | None:
     """"The answer is X" / "Answer: X" (last one)."""
-    for match in reversed(list(_ANSWER_PHRASE_RE.finditer(text))):
+    for match in reversed(list(_ANSWER_PHRASE_RE.finditer(text))[-_MAX_PHRASES_TRIED:]):
         answer = _answer_from_sentence(text[match.end() : match.end() + 1000])
         if answer:
             return answer
@@ -340,7 +386,9 @@ def _answer_phrase(text: str) -> str | None:
 
 
 def _words_outside_math(text: str) -> list[str]:
-    outside = _MATH_SPAN_RE.sub(" ", text)
+    spans = _math_spans(text)
+    pieces = [text[end : start] for (_, end, _), (start, _, _) in zip([(0, 0, "")] + spans, spans + [(len(text), 0, "")])]
+    outside = " ".join(pieces)
     outside = re.sub(r"\\[a-zA-Z]+", " ", outside)
     return _WORD_RE.findall(outside)
 
@@ -350,7 +398,7 @@ def _is_bare_answer(text: str) -> bool:
     text = text.strip()
     if not text or len(text) > 120 or re.search(r"[:?!]\s|\.\.|\.\s+[A-Za-z]", text):
         return False
-    spans = list(_MATH_SPAN_RE.finditer(text))
+    spans = _math_spans(text)
     words = [w for w in _words_outside_math(text) if w.lower() not in _CONNECTIVES]
     if not spans:
         if "$" in text.replace("\\$", ""):
@@ -358,7 +406,7 @@ def _is_bare_answer(text: str) -> bool:
         if re.match(r"[\d.+\-\\({\[|]", text):
             return len(words) <= 2
         return len(words) <= 1 and len(text) <= 30
-    before = text[: spans[0].start()]
+    before = text[: spans[0][0]]
     return not _WORD_RE.search(before) and len(words) <= 2
 
 
@@ -366,11 +414,11 @@ def _last_math_or_number(text: str) -> str | None:
     """The last clean inline math span or the last number, whichever ends later."""
     best_end, best = -1, None
     spans = []
-    for match in _MATH_SPAN_RE.finditer(text):
-        content = next(g for g in match.groups() if g is not None).strip()
+    for start, end, content in _math_spans(text):
+        content = content.strip()
         if content and len(_WORD_RE.findall(re.sub(r"\\[a-zA-Z]+\s*(\{[^{}]*\})?", " ", content))) < 2:
-            best_end, best = match.end(), content
-            spans.append((match.start(), match.end()))
+            best_end, best = end, content
+            spans.append((start, end))
     for match in _NUMBER_RE.finditer(text):
         inside = any(start <= match.start() < end for start, end in spans)
         if match.end() > best_end and not inside:
@@ -390,7 +438,7 @@ def extract_answer(text: str) -> str | None:
     """
     if not text or not text.strip():
         return None
-    text = _clean_text(text)
+    text = _clean_text(text[-_MAX_SCAN_CHARS:])
     phrase = _final_answer_phrase(text)
     box = _last_box_group(text)
     if phrase or box:
@@ -398,14 +446,12 @@ def extract_answer(text: str) -> str | None:
         answer = _trim_answer(answer)
         if answer:
             return answer
-    tail = text[-_MAX_SCAN_CHARS:]
-    answer = _answer_phrase(tail)
+    answer = _answer_phrase(text)
     if answer:
         return answer
-    if _is_bare_answer(tail):
-        answer = _trim_answer(tail)
-        return answer or None
-    return _last_math_or_number(tail)
+    if _is_bare_answer(text):
+        return _trim_answer(text) or None
+    return _last_math_or_number(text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1755,8 +1801,13 @@ def _match_relations(a, b) -> bool:
                 d2 = ("add", (pb[0], ("neg", pb[1])))
                 if _proportional(d1, d2, positive=oa[0] in ("<", "<=")):
                     return True
-    if any(n[0] in _SET_LIKE or n[0] in ("set", "tuple", "rel") for n in (a, b)):
-        return _match_sets(a, b)
+    if a[0] == b[0] == "rel":
+        inequality = {"<", "<=", ">", ">=", "!=", "in"}
+        if set(a[1]) & inequality or set(b[1]) & inequality:
+            return _match_sets(a, b)  # x \in [-2, 7] vs -2 <= x <= 7
+        return False
+    if any(n[0] in _SET_LIKE or n[0] in ("set", "tuple") for n in (a, b)):
+        return _match_sets(a, b)  # 0 < f(x) < 1 vs (0, 1)
     return False
 
 
@@ -1893,6 +1944,7 @@ def _sympy():
     import sympy  # pylint: disable=import-outside-toplevel
     from sympy.parsing.latex import parse_latex  # pylint: disable=import-outside-toplevel
 
+    parse_latex("x")  # loads the ANTLR parser and warms its caches
     return sympy, parse_latex
 
 
@@ -2024,6 +2076,8 @@ def is_equivalent(pred: str, gold: str) -> bool:
     """
     if pred is None or gold is None:
         return False
+    if len(pred) > 20 * _MAX_ANSWER_CHARS or len(gold) > 20 * _MAX_ANSWER_CHARS:
+        return pred.strip() == gold.strip()
     try:
         p, g = _normalize(pred), _normalize(gold)
         if not p or not g:
@@ -2055,3 +2109,166 @@ def grade(response: str, gold: str) -> float:
     if pred is None or ref is None:
         return 0.0
     return 1.0 if is_equivalent(pred, ref) else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Process pool for grade_batch
+# --------------------------------------------------------------------------------------------
+
+
+def _worker_main(conn) -> None:
+    """Pool worker: says "ready", then receives (index, response, gold) and sends (index, reward).
+
+    None stops it.
+    """
+    _sympy()  # imported once here, not inside the first item's time limit
+    conn.send("ready")
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        index, response, gold = job
+        conn.send((index, grade(response, gold)))
+
+
+class _Worker:
+    """One spawned grading process and the item it is working on."""
+
+    def __init__(self, context):
+        self.conn, child = context.Pipe()
+        # spawn, not fork: the trainer holds JAX and other threads, which fork would copy locked.
+        self.process = context.Process(target=_worker_main, args=(child,), name="math-grader", daemon=True)
+        self.process.start()
+        child.close()
+        self.index: int | None = None
+        self.started = 0.0
+
+    def wait_ready(self) -> None:
+        """Blocks until the worker has imported everything (about a second)."""
+        if not self.conn.poll(_WORKER_START_TIMEOUT_S) or self.conn.recv() != "ready":
+            self.kill()
+            raise RuntimeError(
+                f"math grader worker (pid {self.process.pid}) did not start within {_WORKER_START_TIMEOUT_S} s; "
+                "check that score_jax imports in a fresh interpreter"
+            )
+
+    def stop(self) -> None:
+        """Waits briefly for a worker that was sent None, then kills it."""
+        self.process.join(timeout=1.0)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5.0)
+        self.conn.close()
+
+
+class _Pool:
+    """Fixed number of workers; a worker that dies or overruns _WORKER_TIMEOUT_S is replaced."""
+
+    def __init__(self, size: int):
+        self._context = multiprocessing.get_context("spawn")
+        self._workers = [_Worker(self._context) for _ in range(size)]
+        for worker in self._workers:
+            worker.wait_ready()
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.kill()
+        fresh = _Worker(self._context)
+        self._workers[self._workers.index(worker)] = fresh
+        fresh.wait_ready()
+        return fresh
+
+    def run(self, responses: Sequence[str], golds: Sequence[str]) -> list[float]:
+        results = [0.0] * len(responses)
+        queue = list(range(len(responses) - 1, -1, -1))  # popped from the end: input order
+        failures = [0] * len(responses)
+        idle = list(self._workers)
+        busy: dict = {}
+
+        def lost(worker: _Worker) -> None:
+            # The worker died or hung on its item: retry the item once (the worker may have
+            # been killed from outside), then give it 0.0.
+            failures[worker.index] += 1
+            if failures[worker.index] < 2:
+                queue.append(worker.index)
+            idle.append(self._replace(worker))
+
+        while queue or busy:
+            while idle and queue:
+                worker, index = idle.pop(), queue.pop()
+                worker.index, worker.started = index, time.monotonic()
+                try:
+                    worker.conn.send((index, responses[index], golds[index]))
+                except (OSError, ValueError):
+                    lost(worker)
+                    continue
+                busy[worker.conn] = worker
+            for conn in multiprocessing.connection.wait(list(busy), timeout=0.25):
+                worker = busy.pop(conn)
+                try:
+                    index, reward = conn.recv()
+                except (EOFError, OSError):
+                    lost(worker)
+                    continue
+                results[index] = reward
+                idle.append(worker)
+            now = time.monotonic()
+            for conn, worker in list(busy.items()):
+                if now - worker.started > _WORKER_TIMEOUT_S:
+                    del busy[conn]
+                    lost(worker)
+        return results
+
+    def close(self) -> None:
+        for worker in self._workers:
+            with contextlib.suppress(OSError, ValueError):
+                worker.conn.send(None)
+        for worker in self._workers:
+            worker.stop()
+
+
+_POOL: _Pool | None = None
+_POOL_LOCK = threading.Lock()
+# Workers in the grading pool; grading is CPU-bound Python, one process per core.
+_POOL_SIZE = max(1, min(8, os.cpu_count() or 1))
+
+
+def _close_pool() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
+
+
+atexit.register(_close_pool)
+
+
+def grade_batch(responses: Sequence[str], golds: Sequence[str]) -> list[float]:
+    """grade() over a batch in worker processes; safe to call from any thread.
+
+    The pool starts on the first call (about a second per worker) and is reused. Calls from
+    several threads take turns. An item whose worker dies or hangs scores 0.0 and the worker is
+    replaced.
+
+    Args:
+      responses: model outputs, one per episode.
+      golds: references, aligned with `responses`.
+
+    Returns:
+      Rewards in {0.0, 1.0}, in input order.
+    """
+    if len(responses) != len(golds):
+        raise ValueError(f"grade_batch got {len(responses)} responses but {len(golds)} golds; pass one gold per response")
+    if not responses:
+        return []
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = _Pool(_POOL_SIZE)
+        return _POOL.run(list(responses), list(golds))
