@@ -1,18 +1,28 @@
 """Multi-process set-up (JAX's multi-controller runtime) and process-local <-> global arrays.
 
-Every process runs the same program. Each reads its own slice of the data, and global arrays
-are assembled from the process-local pieces, so no process ever holds the whole batch.
+Every process runs the same program. A batch-sharded global array (batch split over the mesh
+axes the rules give ``batch``) is made of equal contiguous blocks of rows, one per group of
+processes whose devices hold the same rows (`batch_slot`). Each process reads only its block of
+the data, global arrays are assembled from the blocks (`global_batch`), and results come back as
+the process's own rows (`local_rows`) or, for metrics and reports, gathered from every block in
+order (`gather_rows`), so what a run computes does not depend on how many processes share it.
+
+With one process every function here is the plain single-host operation.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import math
 import os
+from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from score_jax import sharding
 
@@ -25,7 +35,11 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
 
     Sources, in order: explicit arguments (from the config), then the environment
     (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), then JAX's own
-    auto-detection (Cloud TPU, SLURM, Open MPI), which needs no arguments at all.
+    auto-detection, which needs no arguments at all: on a Cloud TPU VM (every worker of a slice
+    finds the others through the TPU metadata), under SLURM with several tasks (coordinator on
+    the first node of the step, one process per task; with one task per node export
+    ``JAX_LOCAL_DEVICE_IDS`` listing the node's GPUs, as launch/slurm_gpu.sbatch does), and on
+    GKE TPU pods (``TPU_WORKER_HOSTNAMES``).
     """
     coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
     num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
@@ -34,13 +48,14 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
     if cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     explicit = bool(coordinator_address) and num_processes > 1
-    auto = _auto_detectable()
-    if not explicit and not auto:
+    if not explicit and not _auto_detectable():
         return
     kwargs = {}
     if explicit:
-        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
-                      process_id=process_id if process_id >= 0 else None)
+        if not 0 <= process_id < num_processes:
+            raise ValueError(f"distributed.process_id={process_id} is not in [0, {num_processes}): give each "
+                             "process its index (--config.distributed.process_id or JAX_PROCESS_ID)")
+        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
         if local_device_ids:
             kwargs["local_device_ids"] = [int(i) for i in local_device_ids.split(",")]
     jax.distributed.initialize(**kwargs)
@@ -49,31 +64,166 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
 
 
 def _auto_detectable() -> bool:
-    """True on clusters JAX detects by itself (multi-host Cloud TPU, SLURM with several tasks)."""
+    """True on clusters JAX detects by itself (Cloud TPU VMs, SLURM with several tasks, GKE TPU)."""
     if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in os.environ:
         return True
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    return "," in hosts
+    if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+        return True
+    # Set by `import jax` when libtpu and TPU chips are present; JAX then finds the slice's
+    # workers from the VM metadata (a single-host VM becomes a one-process "cluster").
+    from jax._src import cloud_tpu_init
+
+    return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch-sharded global arrays.
+
+
+def batch_sharding(mesh: Mesh, rules: sharding.Rules, shape: tuple[int, ...]) -> NamedSharding:
+    """The sharding of a ``[batch, ...]`` array of `shape`: batch split by the rules, the rest
+    replicated (a batch the batch axes do not divide is replicated, as for parameters)."""
+    names = ("batch",) + (None,) * (len(shape) - 1)
+    return sharding.ShardingContext(mesh, sharding.resolve_rules(rules)).sharding(names, shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _slots(mesh: Mesh, rules: sharding.Rules) -> tuple[dict[int, tuple[int, int]], int]:
+    """({process: (first batch shard, shards held)}, number of batch shards) of a mesh."""
+    spec = sharding.logical_to_spec(("batch",), sharding.resolve_rules(rules))
+    axes = spec[0] if len(spec) and spec[0] is not None else ()
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    sizes = [mesh.shape[a] for a in axes]
+    held: dict[int, set[int]] = {}
+    for coords, device in np.ndenumerate(mesh.devices):
+        named = dict(zip(mesh.axis_names, coords))
+        shard = int(np.ravel_multi_index([named[a] for a in axes], sizes)) if axes else 0
+        held.setdefault(device.process_index, set()).add(shard)
+    out = {}
+    for process, shards in held.items():
+        first, n = min(shards), len(shards)
+        if shards != set(range(first, first + n)) or first % n:
+            raise sharding.ShardingError(
+                f"mesh {dict(mesh.shape)} under rules {rules!r} gives process {process} batch shards "
+                f"{sorted(shards)}, not one aligned contiguous block: each process must hold a contiguous block "
+                "of the batch; put the devices of one process next to each other along the data/fsdp axes")
+        out[process] = (first, n)
+    if len({n for _, n in out.values()}) > 1:
+        raise sharding.ShardingError(f"mesh {dict(mesh.shape)}: processes hold different numbers of batch shards "
+                                     f"{ {p: n for p, (_, n) in out.items()} }")
+    return out, math.prod(sizes)
+
+
+def batch_slot(mesh: Mesh, rules: sharding.Rules) -> tuple[int, int]:
+    """(index, count): this process's devices hold block `index` of `count` equal contiguous
+    blocks of rows of any batch-sharded array on `mesh` (count = 1 when the batch is not split
+    across processes). `score_jax.data.PromptBatches` takes them as process_index/process_count."""
+    slots, num_shards = _slots(mesh, sharding.resolve_rules(rules))
+    first, held = slots[jax.process_index()]
+    return first // held, num_shards // held
+
+
+def batch_shards(mesh: Mesh, rules: sharding.Rules) -> int:
+    """How many ways the rules split a batch on `mesh` (global batches should be a multiple)."""
+    return _slots(mesh, sharding.resolve_rules(rules))[1]
 
 
 def global_batch(local: np.ndarray, mesh: Mesh, rules: sharding.Rules) -> jax.Array:
-    """A global [batch, ...] array from this process's rows (batch split by the rules)."""
-    target = sharding.data_sharding(mesh, rules, np.ndim(local))
+    """A global ``[batch, ...]`` array from this process's block of rows (see `batch_slot`)."""
+    local = np.asarray(local)
+    index, count = batch_slot(mesh, rules)
+    shape = (local.shape[0] * count,) + local.shape[1:]
+    target = batch_sharding(mesh, rules, shape)
     if jax.process_count() == 1:
         return jax.device_put(local, target)
-    return jax.make_array_from_process_local_data(target, local)
+    if count > 1 and (not target.spec or target.spec[0] is None):
+        num_shards = batch_shards(mesh, rules)
+        raise sharding.ShardingError(
+            f"a batch of {shape[0]} rows does not split over the {num_shards} batch shards of mesh "
+            f"{dict(mesh.shape)}; with several processes, make the global batch a multiple of {num_shards}")
+    return jax.make_array_from_process_local_data(target, local, shape)
 
 
-def local_rows(array: jax.Array) -> np.ndarray:
-    """This process's rows of a batch-sharded global array, on the host."""
-    if jax.process_count() == 1:
+def local_rows(array: jax.Array, mesh: Mesh, rules: sharding.Rules) -> np.ndarray:
+    """This process's block of rows of a global ``[batch, ...]`` array, on the host."""
+    if jax.process_count() == 1 or array.is_fully_addressable:
         return np.asarray(array)
-    return np.asarray(multihost_utils.global_array_to_host_local_array(array, array.sharding.mesh,
-                                                                       array.sharding.spec))
+    index, count = batch_slot(mesh, rules)
+    target = batch_sharding(mesh, rules, array.shape)
+    if not array.sharding.is_equivalent_to(target, array.ndim):
+        array = jax.device_put(array, target)
+    rows = array.shape[0] // count
+    out = np.empty((rows,) + array.shape[1:], array.dtype)
+    for shard in array.addressable_shards:
+        span = shard.index[0] if shard.index else slice(None)
+        start = (span.start or 0) - index * rows
+        stop = (array.shape[0] if span.stop is None else span.stop) - index * rows
+        out[start:stop] = np.asarray(shard.data)
+    return out
 
 
-def all_gather(tree):
-    """Gathers host values from every process (for metrics on process 0)."""
+# ---------------------------------------------------------------------------------------------
+# Host values across processes (metrics, evaluation texts, agreement on shapes and flags).
+
+
+def all_gather(tree: Any) -> Any:
+    """Host arrays from every process, stacked on a new leading process axis (1 with one process)."""
     if jax.process_count() == 1:
-        return tree
+        return jax.tree.map(lambda x: np.asarray(x)[None], tree)
     return multihost_utils.process_allgather(tree)
+
+
+def max_over_processes(value: int) -> int:
+    """The largest of the processes' values (e.g. a prompt length every process must pad to)."""
+    if jax.process_count() == 1:
+        return int(value)
+    return int(np.max(all_gather(np.asarray(value, np.int64))))
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any (e.g. a SIGTERM only some processes saw)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(all_gather(np.asarray(flag, bool))))
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """`obj` (JSON-serialisable) from every process, in process order, on every process."""
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    size = max_over_processes(data.size)
+    width = 1 << max(size - 1, 1).bit_length()  # a power of two: few distinct gather shapes to compile
+    padded = np.zeros((width,), np.uint8)
+    padded[:data.size] = data
+    sizes = all_gather(np.asarray(data.size, np.int64))
+    rows = all_gather(padded)
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, sizes)]
+
+
+def gather_rows(local: Any, mesh: Mesh, rules: sharding.Rules, axis: int = 0) -> Any:
+    """The whole batch from every process's block of rows (see `batch_slot`), on every process.
+
+    `local` is an array whose `axis` runs over this process's rows, or a list of per-row
+    JSON-serialisable values (texts, answers). Blocks held by several processes count once.
+    """
+    index, count = batch_slot(mesh, rules)
+    if count == 1:
+        return local
+    if isinstance(local, list):
+        blocks = dict(gather_objects([index, local]))
+        return [row for i in range(count) for row in blocks[i]]
+    local = np.asarray(local)
+    stacked, indices = all_gather((local, np.asarray(index, np.int64)))
+    first = {int(i): p for p, i in reversed(list(enumerate(indices)))}
+    return np.concatenate([stacked[first[i]] for i in range(count)], axis=axis)
+
+
+def to_host(tree: Any) -> Any:
+    """Jitted results on the host, whole, on every process (replicated or not)."""
+    def one(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+            return np.asarray(x)
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(one, tree)

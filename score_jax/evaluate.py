@@ -6,6 +6,10 @@
 Without ``--checkpoint`` the newest checkpoint in ``$WORKDIR/checkpoints`` is evaluated (or the
 starting model, if there is none). Prints the table (Acc@t1, Acc@t2, Delta, i->c, c->i, answer
 changes, edit distance) and writes ``eval_table.md`` and ``eval_records.jsonl`` to the workdir.
+
+With several processes each evaluates its block of every batch of problems (the rows its devices
+hold), grades it, and the texts and grades are gathered, so every process returns the same
+metrics and records, in problem order, as a single-process run; only process 0 writes files.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from score_jax import metrics
+from score_jax import distributed, metrics
 from score_jax.episodes import EpisodeSampler, SamplingConfig
 
 
@@ -30,7 +34,10 @@ def _eval_sampler(setup, config, max_new_tokens: int | None = None) -> EpisodeSa
 
 
 def evaluate(setup, params: Any, config, examples=None) -> tuple[dict[str, float], list[dict]]:
-    """Greedy K-attempt answers on the eval split; returns (metrics, per-problem records)."""
+    """Greedy K-attempt answers on the eval split; returns (metrics, per-problem records).
+
+    Collective with several processes (every process passes the same `examples`).
+    """
     import jax
 
     task = setup.task
@@ -39,18 +46,28 @@ def evaluate(setup, params: Any, config, examples=None) -> tuple[dict[str, float
         examples = [task.eval[i] for i in range(n)]
     sampler = _eval_sampler(setup, config)
     num_attempts = max(config.rl.num_attempts, 2)
-    batch_size = min(config.eval.batch_size, len(examples))
-    texts: list[list[str]] = [[] for _ in range(num_attempts)]
+    # A whole number of rows per batch shard (the same global batches on any number of processes).
+    shards = distributed.batch_shards(setup.mesh, setup.rules)
+    batch_size = -(-min(config.eval.batch_size, len(examples)) // shards) * shards
+    index, count = distributed.batch_slot(setup.mesh, setup.rules)
+    part = batch_size // count
+    chunks = []  # per batch: this process's real rows, each [attempt texts..., attempt grades...]
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)  # a fixed batch shape: no recompiles on the last batch
-        turns = [task.eval_preset.first_turn(ex) for ex in chunk]
+        mine = chunk[index * part:(index + 1) * part]
+        turns = [task.eval_preset.first_turn(ex) for ex in mine]
         episode = sampler.sample(params, turns, task.eval_preset.correction_instruction, rng=jax.random.key(0),
                                  num_attempts=num_attempts)
-        for k in range(num_attempts):
-            texts[k].extend(episode.texts[k][:real])
-    correct = np.stack([task.reward(texts[k], examples) > 0.5 for k in range(num_attempts)])
+        keep = max(0, min(part, real - index * part))
+        grades = [task.reward(episode.texts[k][:keep], mine[:keep]) > 0.5 for k in range(num_attempts)]
+        chunks.append([[episode.texts[k][r] for k in range(num_attempts)] + [bool(g[r]) for g in grades]
+                       for r in range(keep)])
+    blocks = dict(distributed.gather_objects([index, chunks]))
+    rows = [row for c in range(len(chunks)) for i in range(count) for row in blocks[i][c]]
+    texts = [[row[k] for row in rows] for k in range(num_attempts)]
+    correct = np.array([[row[num_attempts + k] for row in rows] for k in range(num_attempts)], bool)
     answers = [[task.answer(t) for t in texts[k]] for k in range(num_attempts)]
     result = metrics.self_correction_metrics(correct, answers=answers, texts=texts)
     result["num_problems"] = float(len(examples))
@@ -62,13 +79,22 @@ def evaluate(setup, params: Any, config, examples=None) -> tuple[dict[str, float
 
 def main(argv):
     del argv
+    import jax
     from absl import flags
 
     from score_jax import train
     from score_jax.checkpoints import manager as ckpt_lib
     from score_jax.rl import train_step as step_lib
 
+    def log(line):
+        if jax.process_index() == 0:
+            print(line, flush=True)
+
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    distributed.initialize(**config.get("distributed", {}))
+    is_chief = jax.process_index() == 0
+    if flags.FLAGS.scaling_budget and jax.process_count() > 1:
+        raise SystemExit("--scaling_budget runs on one process; run the scaling study on a single host")
     os.makedirs(workdir, exist_ok=True)
     setup = train.build(config, workdir)
     params = setup.params
@@ -78,12 +104,14 @@ def main(argv):
         state = step_lib.init_train_state(params, tx)
         step, state, _ = ckpt_lib.restore_from_path(path, ckpt_lib.abstract_like(state))
         params = state.params
-        print(f"evaluating checkpoint step {step} from {path}")
+        log(f"evaluating checkpoint step {step} from {path}")
     elif flags.FLAGS.checkpoint:
         raise SystemExit(f"--checkpoint={path} does not exist")
     else:
-        print("no checkpoint found: evaluating the starting model")
+        log("no checkpoint found: evaluating the starting model")
     result, records = evaluate(setup, params, config)
+    if not is_chief:
+        return
     table = metrics.markdown_table({"policy": result}, columns=metrics.TABLE_COLUMNS + ("edit_distance_ratio",))
     print(table)
     with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
@@ -91,8 +119,6 @@ def main(argv):
     with open(os.path.join(workdir, "eval_records.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     if flags.FLAGS.scaling_budget:
-        import jax
-
         from score_jax import evaluate_decoding
 
         examples = [setup.task.eval[i] for i in range(min(len(setup.task.eval), config.eval.num_examples or 10**9))]

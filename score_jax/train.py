@@ -65,21 +65,43 @@ def build_tokenizer(config) -> tuple[Tokenizer, str | None]:
     return tok_lib.load_tokenizer(config.model.tokenizer or config.model.hf_checkpoint), None
 
 
-def build_model(config, mesh, rules, tokenizer: Tokenizer) -> tuple[ModelConfig, Any]:
-    """Model config and initial (base) parameters: an HF checkpoint, or a seeded random init."""
-    numerics = dict(param_dtype=config.model.param_dtype, dtype=config.model.dtype,
-                    remat_policy=config.model.remat_policy, scan_layers=config.model.scan_layers)
+def model_numerics(config) -> dict:
+    """The ModelConfig fields ``config.model`` sets whatever the architecture (dtypes, remat, scan)."""
+    return dict(param_dtype=config.model.param_dtype, dtype=config.model.dtype,
+                remat_policy=config.model.remat_policy, scan_layers=config.model.scan_layers)
+
+
+def reference_config(config, model_config: ModelConfig) -> ModelConfig:
+    """The frozen reference's ModelConfig: the policy's architecture in ``model.reference_dtype``."""
+    return model_config.replace(param_dtype=config.model.reference_dtype, dtype=config.model.reference_dtype,
+                                remat_policy="none")
+
+
+def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
+    """The policy's ModelConfig without its weights: the HF checkpoint's config.json, or the preset."""
+    numerics = model_numerics(config)
     if config.model.hf_checkpoint:
         from score_jax.checkpoints import hf
 
-        return hf.load_hf_checkpoint(config.model.hf_checkpoint, mesh=mesh, rules=rules, **numerics)
+        with open(os.path.join(config.model.hf_checkpoint, "config.json"), encoding="utf-8") as f:
+            return hf.model_config_from_hf(json.load(f), **numerics)
     overrides = dict(config.model.overrides.to_dict()) if config.model.overrides else {}
-    model_config = get_preset(config.model.preset, **numerics, **overrides)
-    if tokenizer.vocab_size > model_config.vocab_size:
+    preset = get_preset(config.model.preset, **numerics, **overrides)
+    if tokenizer.vocab_size > preset.vocab_size:
         raise config_lib.ConfigError(
             f"tokenizer has {tokenizer.vocab_size} tokens but model preset {config.model.preset!r} only "
-            f"{model_config.vocab_size}; set --config.model.overrides.vocab_size={tokenizer.vocab_size}")
-    return model_config, init_params(model_config, jax.random.key(config.seed), mesh, rules)
+            f"{preset.vocab_size}; set --config.model.overrides.vocab_size={tokenizer.vocab_size}")
+    return preset
+
+
+def build_model(config, mesh, rules, tokenizer: Tokenizer) -> tuple[ModelConfig, Any]:
+    """Model config and initial (base) parameters: an HF checkpoint, or a seeded random init."""
+    if config.model.hf_checkpoint:
+        from score_jax.checkpoints import hf
+
+        return hf.load_hf_checkpoint(config.model.hf_checkpoint, mesh=mesh, rules=rules, **model_numerics(config))
+    policy = policy_config(config, tokenizer)
+    return policy, init_params(policy, jax.random.key(config.seed), mesh, rules)
 
 
 def reference_copy(params: Any, dtype: str) -> Any:
@@ -98,8 +120,7 @@ def build(config, workdir: str) -> Setup:
     tokenizer, _ = build_tokenizer(config)
     model_config, params = build_model(config, mesh, rules, tokenizer)
     template = _chat_template(config, model_config)
-    ref_config = model_config.replace(param_dtype=config.model.reference_dtype, dtype=config.model.reference_dtype,
-                                      remat_policy="none")
+    ref_config = reference_config(config, model_config)
     ref_params = reference_copy(params, config.model.reference_dtype)
     task = tasks.build_task(config, data_dir=os.path.join(workdir, "tfds"))
     return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
@@ -180,8 +201,14 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                                  config.optim.schedule, config.optim.b1, config.optim.b2, config.optim.weight_decay,
                                  config.optim.grad_clip_norm or None)
     state = step_lib.init_train_state(setup.params, tx)
-    batches = PromptBatches(setup.task.train, batch_size=rl.prompts_per_step // jax.process_count(), seed=config.seed,
-                            process_index=jax.process_index(), process_count=jax.process_count())
+    # Each process reads the prompts of the rows its devices hold: its block of every global batch.
+    slot, slots = distributed.batch_slot(setup.mesh, setup.rules)
+    if rl.prompts_per_step % slots:
+        raise config_lib.ConfigError(f"rl.prompts_per_step={rl.prompts_per_step} does not split into the {slots} "
+                                     f"blocks of rows that mesh.shape={tuple(config.mesh.shape)} puts on "
+                                     "different processes; make it a multiple of {slots}")
+    batches = PromptBatches(setup.task.train, batch_size=rl.prompts_per_step // slots, seed=config.seed,
+                            process_index=slot, process_count=slots)
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
                                          config.checkpoint.async_save)
 
@@ -243,7 +270,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                     state_shardings=shardings, ref_shardings=ref_shardings,
                     batch_sharding=jax.tree.map(lambda x: x.sharding, batch))
             state, step_out = train_steps[key](state, setup.ref_params, batch, jnp.asarray(kl_weights))
-            step_out = jax.device_get(step_out)
+            step_out = distributed.to_host(step_out)
             t_train = time.perf_counter()
 
             step_metrics = _step_metrics(setup, episode, rewards, returns, advantages, step_out,
@@ -258,13 +285,16 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             if config.eval.every_steps and (step + 1) % config.eval.every_steps == 0 and not stage_ends:
                 eval_metrics = _evaluate(setup, state.params, config)
                 writer.write(step + 1, eval_metrics, prefix="eval/")
+            # Saves are collective: every process must take the same branch (the metric is global,
+            # and a SIGTERM that reached only some processes stops them all).
+            preempted = distributed.any_process(preemption.requested)
             checkpointer.save_if_best(step + 1, state, extra_state(step + 1, stage, step_metrics),
                                       float(step_metrics["reward/mean"]))
-            if (step + 1) % config.checkpoint.every_steps == 0 or stage_ends or preemption.requested:
+            if (step + 1) % config.checkpoint.every_steps == 0 or stage_ends or preempted:
                 checkpointer.save(step + 1, state, extra_state(step + 1, stage, step_metrics), force=True)
             if on_step_end is not None:
                 on_step_end(step + 1, step_metrics)
-            if preemption.requested:
+            if preempted:
                 checkpointer.wait()
                 log.warning("preempted: saved step %d; rerun the same command to resume", step + 1)
                 writer.close()
@@ -291,13 +321,14 @@ def _sampling_config(config, setup: Setup):
 
 
 def _train_batch(episode, advantages: np.ndarray, setup: Setup, width_multiple: int = 32) -> dict:
-    """Host episode arrays -> global device arrays, batch split by the mesh rules.
+    """Host episode arrays (this process's rows) -> global device arrays, batch split by the mesh rules.
 
     Cache slots that no row uses (the unused tail of each attempt's token budget) are dropped and
     the width is rounded up to `width_multiple`, so the train step sees short, bucketed sequences.
-    Dropping slots invalid in every row keeps each attempt token's predecessor in place.
+    Dropping slots invalid in every row (of every process) keeps each attempt token's predecessor
+    in place.
     """
-    used = np.nonzero(np.asarray(episode.valid).any(axis=0))[0]
+    used = np.nonzero(distributed.all_gather(np.asarray(episode.valid).any(axis=0)).any(axis=0))[0]
     width = -(-len(used) // width_multiple) * width_multiple
     cols = np.concatenate([used, np.full(width - len(used), -1)])
     present = cols >= 0
@@ -321,13 +352,21 @@ def _train_batch(episode, advantages: np.ndarray, setup: Setup, width_multiple: 
 def _sequence_kl(setup: Setup, episode) -> np.ndarray:
     """Per-attempt sequence KL [K, B] (k1 on sampled tokens) for KL-in-reward."""
     score = getattr(setup, "_score_fn", None) or step_lib.make_score_fn(setup.ref_config)
-    ref_logp = np.asarray(score(setup.ref_params, jnp.asarray(episode.tokens), jnp.asarray(episode.positions),
-                                jnp.asarray(episode.valid)))
+    inputs = [distributed.global_batch(np.asarray(x), setup.mesh, setup.rules)
+              for x in (episode.tokens, episode.positions, episode.valid)]
+    ref_logp = distributed.local_rows(score(setup.ref_params, *inputs), setup.mesh, setup.rules)
     per_token = np.asarray(episode.logprobs) - ref_logp
     return np.einsum("kbt,bt->kb", np.asarray(episode.attempt_masks, np.float64), per_token)
 
 
 def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, times, stage_index) -> dict:
+    """Metrics of the whole global batch (rows gathered from every process), the same on every process."""
+
+    def gather(rows, axis=1):
+        return distributed.gather_rows(rows, setup.mesh, setup.rules, axis=axis)
+
+    rewards, returns, advantages = gather(rewards), gather(returns), gather(advantages)
+    lengths, truncated = gather(np.asarray(episode.lengths)), gather(np.asarray(episode.truncated))
     k = rewards.shape[0]
     m: dict[str, float] = {"stage": float(stage_index), "reward/mean": float(rewards.sum(0).mean())}
     for i in range(k):
@@ -336,24 +375,24 @@ def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, time
         m[f"kl/t{i + 1}"] = float(out["kl"][i])
         m[f"kl_k1/t{i + 1}"] = float(out["kl_k1"][i])
         m[f"entropy/t{i + 1}"] = float(out["entropy"][i])
-        m[f"length/t{i + 1}"] = float(np.mean(episode.lengths[i]))
-        m[f"truncated/t{i + 1}"] = float(np.mean(episode.truncated[i]))
+        m[f"length/t{i + 1}"] = float(np.mean(lengths[i]))
+        m[f"truncated/t{i + 1}"] = float(np.mean(truncated[i]))
         m[f"advantage_mean/t{i + 1}"] = float(advantages[i].mean())
         m[f"advantage_std/t{i + 1}"] = float(advantages[i].std())
         m[f"advantage_abs_max/t{i + 1}"] = float(np.abs(advantages[i]).max())
     if k >= 2:
-        answers = [[setup.task.answer(t) for t in episode.texts[i]] for i in range(2)]
+        answers = [gather([setup.task.answer(t) for t in episode.texts[i]]) for i in range(2)]
         m.update(metrics.self_correction_metrics(rewards > 0.5, answers=answers))
     else:
         m["acc_t1"] = float((rewards[0] > 0.5).mean())
     m["loss/pg"] = float(out["loss/pg"])
     m["grad_norm"] = float(out["grad_norm"])
     sample_s, grade_s, train_s = times
-    tokens = float(np.sum(episode.lengths))
+    tokens = float(np.sum(lengths))
     m.update({"time/sample_s": sample_s, "time/grade_s": grade_s, "time/train_s": train_s,
               "throughput/sampled_tok_s": tokens / max(sample_s, 1e-9)})
     seq = int(np.asarray(episode.tokens).shape[1])
-    train_tokens = float(np.asarray(episode.tokens).size)
+    train_tokens = float(lengths.shape[1] * seq)
     flops = 4.0 * setup.model_config.flops_per_token(seq) * train_tokens  # fwd+bwd (3x) + reference fwd (1x)
     m["throughput/train_flops_per_s"] = flops / max(train_s, 1e-9)
     peak = float(setup.config.get("peak_flops_per_device", 0.0) or 0.0)
