@@ -128,13 +128,14 @@ def bench(name: str, batch: int, prompt_len: int, new_tokens: int, no_cache_step
     settings = sampling.SamplingConfig(max_new_tokens=new_tokens, greedy=True, length_buckets=(prompt_len,),
                                        stop_token_ids=(config.vocab_size,))
     sampler = sampling.Sampler(config)
+    repeats = 3 if config.num_params() < 10**7 else 1  # best of: the machine is shared and noisy
     out = {}
 
     def generate():
         gen = sampler.generate(params, prompts.tolist(), settings, jax.random.key(0))
         assert gen.lengths.min() == new_tokens
 
-    out["score_jax_tok_s"] = batch * new_tokens / _timed(generate, repeats=3)
+    out["score_jax_tok_s"] = batch * new_tokens / _timed(generate, repeats=repeats + 1)
 
     steps = min(no_cache_steps, new_tokens)
     buffer = np.zeros((batch, prompt_len + new_tokens), np.int32)
@@ -148,7 +149,6 @@ def bench(name: str, batch: int, prompt_len: int, new_tokens: int, no_cache_step
     out["no_cache_steps_timed"] = steps  # every step costs the same (static buffer), so this extrapolates
 
     if with_transformers:
-        repeats = 3 if config.num_params() < 10**7 else 1
         out["transformers_tok_s"] = _in_subprocess(_transformers_tok_s, config, prompts, new_tokens, repeats)
         out["speedup_vs_transformers"] = out["score_jax_tok_s"] / out["transformers_tok_s"]
 
@@ -159,7 +159,7 @@ def bench(name: str, batch: int, prompt_len: int, new_tokens: int, no_cache_step
     first_turns = ["".join(chr(97 + (i * 7 + j) % 26) for j in range(prompt_len - overhead)) for i in range(batch)]
     for mode, reprefill in (("cache_reuse", False), ("reprefill", True)):
         out[f"episode_s_{mode}"] = _timed(lambda: episodes.sample(
-            params, first_turns, INSTRUCTION, rng=jax.random.key(0), reprefill=reprefill), repeats=2)
+            params, first_turns, INSTRUCTION, rng=jax.random.key(0), reprefill=reprefill), repeats)
 
     # Decode roofline: every step reads all weights but the input embedding, plus the KV cache.
     n_params = config.num_params() - config.vocab_size * config.d_model * (0 if config.tie_embeddings else 1)

@@ -17,6 +17,11 @@ changing per-row state lives in one `DecodeState` pytree carried by a `lax.while
 when every row has emitted a stop token or after N steps. Prompts are padded to fixed length
 buckets so a new prompt length compiles nothing new; `trace_counts()` counts compilations (each
 jitted function bumps its counter when traced) so tests can assert that.
+
+A decode step attends to the cache's first W slots only, W the next slot rounded up to
+`SamplingConfig.attention_block` (one compiled loop segment per window), not to all S slots. This
+relies on the cache invariant that slots at or past `cache.index` hold no valid token, which
+prefill and decode keep.
 """
 
 from __future__ import annotations
