@@ -57,14 +57,15 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import mpmath
 
 # Answers longer than this (after extraction) are compared as strings only.
 _MAX_ANSWER_CHARS = 1000
-# Deeper bracket nesting than this is compared as a string only (parser recursion).
+# Answers nested deeper than this (brackets; twice this in parser recursion) are compared as
+# strings only.
 _MAX_NESTING = 40
 # Hard limit on the symbolic part of one is_equivalent call, in seconds.
 _SYMBOLIC_TIMEOUT_S = 2.0
@@ -72,8 +73,10 @@ _SYMBOLIC_TIMEOUT_S = 2.0
 _WORKER_TIMEOUT_S = 10.0
 # A new pool worker must have imported sympy and be ready within this many seconds.
 _WORKER_START_TIMEOUT_S = 120.0
-# Lists longer than this are compared element by element as strings only.
+# Lists (and groups of boxes) longer than this are compared as strings only.
 _MAX_LIST_ITEMS = 64
+# parse_latex, the fallback for what the small parser rejects, only sees answers this short.
+_MAX_SYMPY_PARSE_CHARS = 200
 # Largest |exponent| the evaluators accept, and largest n for n!.
 _MAX_EXPONENT = 10**6
 _MAX_EXACT_EXPONENT = 2000
@@ -180,7 +183,7 @@ _SPECIAL_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>")
 
 def _clean_text(text: str) -> str:
     """Model-output clean-up: reasoning block, chat special tokens, double escaping."""
-    head, sep, tail = text.rpartition("</think>")
+    _, sep, tail = text.rpartition("</think>")
     if sep and tail.strip():
         text = tail
     match = _SPECIAL_TOKEN_RE.search(text)
@@ -386,10 +389,12 @@ def _answer_phrase(text: str) -> str | None:
 
 
 def _words_outside_math(text: str) -> list[str]:
-    spans = _math_spans(text)
-    pieces = [text[end : start] for (_, end, _), (start, _, _) in zip([(0, 0, "")] + spans, spans + [(len(text), 0, "")])]
-    outside = " ".join(pieces)
-    outside = re.sub(r"\\[a-zA-Z]+", " ", outside)
+    pieces, last = [], 0
+    for start, end, _ in _math_spans(text):
+        pieces.append(text[last:start])
+        last = end
+    pieces.append(text[last:])
+    outside = re.sub(r"\\[a-zA-Z]+", " ", " ".join(pieces))
     return _WORD_RE.findall(outside)
 
 
@@ -442,7 +447,7 @@ def extract_answer(text: str) -> str | None:
     phrase = _final_answer_phrase(text)
     box = _last_box_group(text)
     if phrase or box:
-        start, answer = max(c for c in (phrase, box) if c is not None)
+        _, answer = max(c for c in (phrase, box) if c is not None)  # the later one
         answer = _trim_answer(answer)
         if answer:
             return answer
@@ -478,9 +483,18 @@ _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])([1-9]\d{0,2})((?:,\d{3})+)(?![\d,])")
 _SPACE_THOUSANDS_RE = re.compile(r"\s*[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?\s*")
 _ROW_BREAK = "\x00"
+_REPEATING_DECIMAL_RE = re.compile(r"(\d*)\.(\d{0,20})\\overline\s*\{(\d{1,20})\}")
 _MIXED_NUMBER_RE = re.compile(r"(?<![\d.^_{a-zA-Z\\])(\d+)\s*\\frac\s*\{(\d+)\}\s*\{(\d+)\}")
 
 
+def _repeating_decimal(match: re.Match) -> str:
+    """0.1\\overline{6} -> (\\frac{15}{90})."""
+    whole, fixed, repeat = match.group(1) or "0", match.group(2), match.group(3)
+    num = int(whole + fixed + repeat) - int(whole + fixed)
+    return f"(\\frac{{{num}}}{{{10 ** len(fixed) * (10 ** len(repeat) - 1)}}})"
+
+
+@functools.lru_cache(maxsize=8192)
 def _normalize(s: str) -> str:
     """Canonical LaTeX string of an extracted answer (see the module docstring, step 2a)."""
     s = _DOUBLE_ESCAPED_RE.sub(_ONE_BACKSLASH, s)
@@ -501,13 +515,15 @@ def _normalize(s: str) -> str:
         s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(1).strip() + " ", s)
     s = re.sub(r"\\?%|\b(?:percentage|percent|pct)\b", r" \\% ", s)
     s = re.sub(r"\\\$|\$", " ", s)
-    groups = _THOUSANDS_RE.findall(s)
-    if len(groups) == 1 and s.count(",") == groups[0][1].count(","):
-        # "7,425,000" is a number; "(12,102)" or "1,000, 2" is a list.
-        s = _THOUSANDS_RE.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), s)
+    groups = list(_THOUSANDS_RE.finditer(s))
+    if len(groups) == 1 and s.count(",") == groups[0].group(2).count(","):
+        start, end = groups[0].span()
+        if _nesting_depth(s[:start], final=True) == 0:  # "7,425,000" is a number, "(12,102)" a pair
+            s = s[:start] + s[start:end].replace(",", "") + s[end:]
     if _SPACE_THOUSANDS_RE.fullmatch(s):
         s = s.replace(" ", "")
     s = re.sub(r"(?<=[\d)\]}])(and|or)(?=[A-Z(\[{\\])", r" \1 ", s)  # "x=1orx=-1"
+    s = _REPEATING_DECIMAL_RE.sub(_repeating_decimal, s)
     s = _MIXED_NUMBER_RE.sub(r"(\1+\\frac{\2}{\3})", s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"(?:\s|\\|(?<!\.)\.(?!\d)|,|;)+$", "", s.replace(_ROW_BREAK, "\\\\ "))
@@ -598,6 +614,26 @@ def _mul(a, b) -> tuple:
     return ("mul", fa + fb)
 
 
+def _nested(method):
+    """Counts recursion through `method`; past _MAX_NESTING levels the parse fails.
+
+    Bracket counting misses `-----x` or `\\sqrt\\sqrt\\sqrt x`; this bounds every path, so the
+    evaluators never see a tree deep enough to approach the interpreter's stack.
+    """
+
+    @functools.wraps(method)
+    def wrapped(self, *args):
+        self.depth += 1
+        try:
+            if self.depth > 2 * _MAX_NESTING:
+                raise _ParseError("answer nested too deeply")
+            return method(self, *args)
+        finally:
+            self.depth -= 1
+
+    return wrapped
+
+
 class _Parser:
     """Recursive-descent parser for one normalised answer string."""
 
@@ -605,6 +641,7 @@ class _Parser:
         self.toks = _tokenize(s)
         self.i = 0
         self.abs_depth = 0
+        self.depth = 0
 
     # -- token helpers ------------------------------------------------------------------------
     def peek(self, k: int = 0) -> tuple[str, str, bool]:
@@ -750,6 +787,7 @@ class _Parser:
                 break
         return terms[0] if len(terms) == 1 else ("add", tuple(terms))
 
+    @_nested
     def parse_signed(self) -> tuple:
         if self.accept("-"):
             return ("neg", self.parse_signed())
@@ -776,6 +814,7 @@ class _Parser:
             else:
                 return node
 
+    @_nested
     def parse_signed_factor(self) -> tuple:
         if self.accept("-"):
             return ("neg", self.parse_signed_factor())
@@ -787,7 +826,7 @@ class _Parser:
         """A space-separated word after a value that ends the element: a unit ("5 cm^2")."""
         j = self.i
         tok = self.toks[j]
-        if not tok[2] or self.is_sep(tok) or tok[1].lower() in _WORD_CONSTS or tok[1] in _WORD_FUNCS:
+        if not tok[2] or len(tok[1]) < 2 or self.is_sep(tok) or tok[1].lower() in _WORD_CONSTS or tok[1] in _WORD_FUNCS:
             return False
         while j < len(self.toks) and self.toks[j][0] == "word" and not self.is_sep(self.toks[j]):
             j += 1
@@ -798,7 +837,9 @@ class _Parser:
         if j >= len(self.toks):
             return True
         kind, text, _ = self.toks[j]
-        return self.is_sep(self.toks[j]) or (kind in ("op", "cmd") and (text in ",;)]}" or text in _RELOPS or text == r"\%"))
+        if self.is_sep(self.toks[j]):
+            return True
+        return kind in ("op", "cmd") and (text in ",;)]}" or text in _RELOPS or text == r"\%")
 
     def skip_unit(self) -> None:
         while self.peek()[0] == "word" and not self.is_sep(self.peek()):
@@ -822,6 +863,7 @@ class _Parser:
             else:
                 return node
 
+    @_nested
     def parse_script(self) -> tuple:
         """Argument of ^ or _: a braced group or one character / command."""
         if self.accept("{"):
@@ -878,6 +920,7 @@ class _Parser:
             return ("sym", f"{name}_{sub[1]}")
         return ("idx", name, sub)
 
+    @_nested
     def parse_primary(self) -> tuple:
         kind, text, _ = self.take()
         if kind == "num":
@@ -993,10 +1036,8 @@ class _Parser:
             return ("sym", "...")
         if name in _DECORATIONS:
             return ("sym", f"{name}{{{_key(self.parse_arg())}}}")
-        if name == "$":
-            return ("sym", "$")
         if re.fullmatch(r"[a-zA-Z]+", name):
-            if self.at("{") and name not in ("alpha",):
+            if self.at("{"):  # an unknown command with an argument: a function of it
                 self.i += 1
                 args = self.parse_seq({"}"})
                 self.expect("}")
@@ -1159,7 +1200,8 @@ def _labelled_value(node) -> tuple | None:
     return None
 
 
-def _nesting_depth(s: str) -> int:
+def _nesting_depth(s: str, final: bool = False) -> int:
+    """Deepest bracket nesting in `s`, or with `final` the depth still open at its end."""
     depth = best = 0
     for ch in s:
         if ch in "([{":
@@ -1167,7 +1209,7 @@ def _nesting_depth(s: str) -> int:
             best = max(best, depth)
         elif ch in ")]}":
             depth -= 1
-    return best
+    return depth if final else best
 
 
 @functools.lru_cache(maxsize=8192)
@@ -1572,7 +1614,7 @@ def _numeric_equal(a, b, places: int | None) -> bool:
             continue
         if _close(ctx, va, vb):
             agreed += 1
-        elif places is not None and places >= _MIN_ROUNDING_PLACES and not isinstance(va, _Matrix) and not isinstance(vb, _Matrix):
+        elif (places or 0) >= _MIN_ROUNDING_PLACES and not isinstance(va, _Matrix) and not isinstance(vb, _Matrix):
             tolerance = ctx.mpf(5) * ctx.mpf(10) ** -(places + 1) + abs(vb) * ctx.mpf(10) ** -15
             if abs(va - vb) > tolerance:
                 return False
@@ -1631,9 +1673,9 @@ def _readings(node, is_pred: bool) -> list[tuple]:
     value = _labelled_value(node)
     if value is not None:
         readings.append(value)
-    if (len(parts) >= 3 and all(op == "=" for op in ops)) or (is_pred and ops[-1] == "="):
-        if parts[-1] not in readings:
-            readings.append(parts[-1])
+    chain_end = (len(parts) >= 3 and all(op == "=" for op in ops)) or (is_pred and ops[-1] == "=")
+    if chain_end and parts[-1] not in readings:
+        readings.append(parts[-1])
     return readings
 
 
@@ -1871,7 +1913,7 @@ def _canonical_set(components: list) -> list:
     merged: list = []
     for comp in sorted(components, key=lambda c: (c[0], c[2], c[1])):
         if merged:
-            lo, hi, lopen, ropen, lo_node, hi_node = merged[-1]
+            lo, hi, lopen, ropen, lo_node, _ = merged[-1]
             touches = comp[0] < hi or (comp[0] == hi and not (ropen and comp[2]))
             if touches:
                 if comp[1] > hi or (comp[1] == hi and ropen and not comp[3]):
@@ -2015,7 +2057,8 @@ def _from_sympy_set(solution) -> list | None:
     components = []
     for part in parts:
         if isinstance(part, sympy.Interval):
-            components.append((value(part.start), value(part.end), bool(part.left_open), bool(part.right_open), None, None))
+            lo, hi = value(part.start), value(part.end)
+            components.append((lo, hi, bool(part.left_open), bool(part.right_open), None, None))
         elif isinstance(part, sympy.FiniteSet):
             components.extend((value(x), value(x), False, False, None, None) for x in part)
         else:
@@ -2028,8 +2071,8 @@ def _sympy_equal(pred: str, gold: str) -> bool:
     sympy, parse_latex = _sympy()
     try:
         a, b = parse_latex(pred), parse_latex(gold)
-    except Exception:  # pylint: disable=broad-except
-        return False  # parse_latex raises many unrelated types on bad input.
+    except Exception:  # noqa: BLE001 - parse_latex raises many unrelated types on bad input
+        return False
     if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
         return bool(sympy.simplify(a - b) == 0)
     return bool(a == b)
@@ -2059,7 +2102,8 @@ def _equivalent_normalized(pred: str, gold: str) -> bool:
                 continue
             if _equiv(tp.tree, tg.tree):
                 return True
-    if _parse_answer(pred) is None or _parse_answer(gold) is None:
+    unparsed = _parse_answer(pred) is None or _parse_answer(gold) is None
+    if unparsed and max(len(pred), len(gold)) <= _MAX_SYMPY_PARSE_CHARS:
         return _sympy_equal(pred, gold)
     return False
 
@@ -2091,8 +2135,12 @@ def is_equivalent(pred: str, gold: str) -> bool:
             return _equivalent_normalized(p, g)
     except _Timeout:
         return False
-    except (RecursionError, MemoryError, ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+    except Exception:  # noqa: BLE001 - any failure of a symbolic step means "not shown equivalent"
         return False
+
+
+# References repeat across the samples of one prompt; their extraction is cached.
+_extract_reference = functools.lru_cache(maxsize=4096)(extract_answer)
 
 
 def grade(response: str, gold: str) -> float:
@@ -2103,8 +2151,8 @@ def grade(response: str, gold: str) -> float:
       gold: reference answer: bare, `$...$`, `\\boxed{...}` or a full solution.
     """
     try:
-        pred, ref = extract_answer(response), extract_answer(gold)
-    except (RecursionError, ValueError, TypeError, IndexError):
+        pred, ref = extract_answer(response), _extract_reference(gold)
+    except Exception:  # noqa: BLE001 - a reward must never raise
         return 0.0
     if pred is None or ref is None:
         return 0.0
@@ -2264,7 +2312,9 @@ def grade_batch(responses: Sequence[str], golds: Sequence[str]) -> list[float]:
       Rewards in {0.0, 1.0}, in input order.
     """
     if len(responses) != len(golds):
-        raise ValueError(f"grade_batch got {len(responses)} responses but {len(golds)} golds; pass one gold per response")
+        raise ValueError(
+            f"grade_batch got {len(responses)} responses but {len(golds)} golds; pass one gold per response"
+        )
     if not responses:
         return []
     global _POOL
