@@ -113,6 +113,11 @@ def test_extract_answer_none(text):
         ("x \\approx 0.3", "0.3"),  # \approx keeps the exact side
         ("\\frac{\\pi}{3} \\approx 1.047", "\\frac{\\pi}{3}"),
         ("1 000 000", "10^6"),
+        ("(254,285)", "(254, 285)"),  # a pair, not a number with a thousands comma
+        ("0.\\overline{6}", "\\frac{2}{3}"),  # repeating decimals
+        ("1.2\\overline{45}", "\\frac{137}{110}"),
+        ("2\\pi r", "2r\\pi"),  # a one-letter word is a variable, not a unit
+        ("\\approx 3.5", "3.5"),
     ],
 )
 def test_normalisation_equivalent(pred, gold):

@@ -38,8 +38,9 @@ Pipeline
      the calling thread, main or not. Any exception, guard trip or timeout means "not
      equivalent".
 ``grade_batch(responses, golds)`` runs ``grade`` in a lazily started pool of spawned worker
-processes; a worker that dies or hangs past the pool's deadline is replaced and its item
-scores 0.0. Results keep the input order.
+processes. A worker that dies, or stays silent on one item past a deadline, is killed and
+replaced; its item is retried once on the fresh worker and scores 0.0 if that fails too.
+Results keep the input order.
 """
 
 from __future__ import annotations
@@ -527,7 +528,7 @@ def _normalize(s: str) -> str:
     s = _MIXED_NUMBER_RE.sub(r"(\1+\\frac{\2}{\3})", s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"(?:\s|\\|(?<!\.)\.(?!\d)|,|;)+$", "", s.replace(_ROW_BREAK, "\\\\ "))
-    s = re.sub(r"^(?:is|are|be)\s+|^[:=]\s*", "", s)
+    s = re.sub(r"^(?:is|are|be)\s+|^(?:[:=]|\\approx)\s*", "", s)
     return s.strip()
 
 
@@ -2301,8 +2302,8 @@ def grade_batch(responses: Sequence[str], golds: Sequence[str]) -> list[float]:
     """grade() over a batch in worker processes; safe to call from any thread.
 
     The pool starts on the first call (about a second per worker) and is reused. Calls from
-    several threads take turns. An item whose worker dies or hangs scores 0.0 and the worker is
-    replaced.
+    several threads take turns. A worker that dies or hangs is replaced and its item retried
+    once; an item that fails twice scores 0.0.
 
     Args:
       responses: model outputs, one per episode.
