@@ -162,6 +162,8 @@ def run_seed(config, workdir: str, seed: int, log) -> dict:
                                                                         rl_config.model.reference_dtype))
         log(f"{method}: {schedules[method]}")
         result = train.run(rl_config, run_dir, setup=run_setup)
+        if result.preempted:
+            raise SystemExit(f"{method} was preempted after saving; rerun the same command to resume the demo")
         results[method] = {"final": result.eval_metrics, "history": _eval_history(run_dir)}
         with open(results_path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -180,6 +180,7 @@ class RunResult:
     eval_metrics: dict[str, float]  # final greedy evaluation on the eval split (empty if preempted)
     state: Any  # final TrainState
     history: list[dict[str, float]]  # per-step training metrics of this process's run
+    preempted: bool = False  # stopped by SIGTERM after saving; rerun to resume
 
 
 def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> RunResult:
@@ -282,7 +283,8 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                 progress.update(step + 1, step_metrics, keys=("reward/t1", "reward/t2", "acc_t1", "acc_t2", "kl/t1"))
 
             stage_ends = stage_at(schedule, step + 1)[1] != stage_index or step + 1 == total_steps
-            if config.eval.every_steps and (step + 1) % config.eval.every_steps == 0 and not stage_ends:
+            last_step = step + 1 == total_steps  # evaluated after the loop
+            if config.eval.every_steps and (step + 1) % config.eval.every_steps == 0 and not last_step:
                 eval_metrics = _evaluate(setup, state.params, config)
                 writer.write(step + 1, eval_metrics, prefix="eval/")
             # Saves are collective: every process must take the same branch (the metric is global,
@@ -298,7 +300,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                 checkpointer.wait()
                 log.warning("preempted: saved step %d; rerun the same command to resume", step + 1)
                 writer.close()
-                return RunResult({}, state, history)
+                return RunResult({}, state, history, preempted=True)
 
         checkpointer.wait()
         eval_metrics = _evaluate(setup, state.params, config)
