@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax import distributed, sharding
+from score_jax import sharding
 from score_jax.model.config import ModelConfig
 from score_jax.sampling import Sampler, SamplingConfig, chunk_positions, pad_left
 from score_jax.tokenizer import ChatTemplate, Tokenizer
@@ -134,9 +134,10 @@ class EpisodeSampler:
         rows = [prompts[i] for i in prompt_index]
         batch, steps = len(rows), settings.max_new_tokens
         after = {closed: self.template.continuation(tok, instruction, closed) for closed in (False, True)}
-        prompt_len = settings.bucket(distributed.max_over_processes(max(len(r) for r in rows)))
         chunk_len = settings.bucket(max(len(c) for c in after.values())) if num_attempts > 1 else 0
-        total = prompt_len + num_attempts * steps + (num_attempts - 1) * chunk_len
+        logits, cache, (chunk_tokens, chunk_pos, chunk_valid) = sampler.prefill_prompts(
+            params, rows, settings, extra_slots=(num_attempts - 1) * (steps + chunk_len))
+        prompt_len, total = chunk_tokens.shape[1], cache.max_len
 
         # Host mirrors of what the cache holds, slot by slot.
         tokens = np.full((batch, total), settings.pad_id, np.int32)
@@ -153,10 +154,6 @@ class EpisodeSampler:
             tokens[:, start:end], positions[:, start:end], valid[:, start:end] = chunk_tokens, chunk_pos, chunk_valid
             return end
 
-        chunk_tokens, chunk_valid = pad_left(rows, prompt_len, settings.pad_id)
-        chunk_pos = chunk_positions(chunk_valid, np.zeros((batch,), np.int32))
-        cache = sampler.new_cache(batch, total)
-        logits, cache = sampler.prefill(params, cache, chunk_tokens, chunk_pos, chunk_valid)
         index = write(0, chunk_tokens, chunk_pos, chunk_valid)
         counts = chunk_valid.sum(axis=1).astype(np.int32)
 
@@ -174,9 +171,8 @@ class EpisodeSampler:
             if k == num_attempts - 1:
                 break
 
-            last = np.take_along_axis(gen.tokens, np.maximum(gen.lengths - 1, 0)[:, None], axis=1)[:, 0]
-            chunk_tokens, chunk_valid = pad_left([after[bool(t == self._end_of_turn)] for t in last], chunk_len,
-                                                 settings.pad_id)
+            chunk_tokens, chunk_valid = pad_left([after[bool(t == self._end_of_turn)] for t in gen.last_tokens],
+                                                 chunk_len, settings.pad_id)
             chunk_pos = chunk_positions(chunk_valid, counts)
             index = write(index, chunk_tokens, chunk_pos, chunk_valid)
             counts = counts + chunk_valid.sum(axis=1).astype(np.int32)

@@ -129,6 +129,11 @@ class Generation:
     start: int  # cache slot of column 0
     steps: int  # cache slots used (max length over rows)
 
+    @property
+    def last_tokens(self) -> np.ndarray:
+        """[B] each row's last output token (its stop token unless truncated)."""
+        return np.take_along_axis(self.tokens, np.maximum(self.lengths - 1, 0)[:, None], axis=1)[:, 0]
+
 
 # ---------------------------------------------------------------------------------------------
 # Token selection.
@@ -387,27 +392,35 @@ class Sampler:
         tokens, logprobs, lengths = (self._get(x) for x in (state.tokens, state.logprobs, state.lengths))
         steps = int(state.step)
         mask = np.arange(settings.max_new_tokens)[None, :] < lengths[:, None]
-        last = np.take_along_axis(tokens, np.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
-        stopped = (lengths > 0) & np.isin(last, settings.stop_token_ids)
-        truncated = ~done & ~stopped
-        gen = Generation(tokens=tokens, logprobs=logprobs, mask=mask, lengths=lengths, truncated=truncated,
+        gen = Generation(tokens=tokens, logprobs=logprobs, mask=mask, lengths=lengths, truncated=~done,
                          start=start, steps=int(steps))
+        gen.truncated &= ~((lengths > 0) & np.isin(gen.last_tokens, settings.stop_token_ids))
         return gen, state.cache
+
+    def prefill_prompts(self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig,
+                        extra_slots: int = 0) -> tuple[Array, KVCache, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Prefills prompts (token lists of any lengths) into a new cache.
+
+        The prompts are left-padded to their length bucket P, in a cache of
+        ``P + max_new_tokens + extra_slots`` slots (extra slots leave room for later turns).
+        Returns the logits [B, V] after each prompt, the cache, and the chunk as written:
+        (tokens, positions, valid), each [B, P]. With several processes, P is the bucket of the
+        longest prompt over all of them.
+        """
+        if not len(prompts):
+            raise ValueError("no prompts to sample from")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token (a BOS, say)")
+        length = settings.bucket(distributed.max_over_processes(max(len(p) for p in prompts)))
+        tokens, valid = pad_left(prompts, length, settings.pad_id)
+        positions = chunk_positions(valid, np.zeros((len(prompts),), np.int32))
+        cache = self.new_cache(len(prompts), length + settings.max_new_tokens + extra_slots)
+        logits, cache = self.prefill(params, cache, tokens, positions, valid)
+        return logits, cache, (tokens, positions, valid)
 
     def generate(self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig,
                  rng: Array) -> Generation:
-        """Samples a continuation of each prompt (token lists of any lengths).
-
-        The prompts are left-padded to their length bucket P, in a cache of P + max_new_tokens slots.
-        """
-        if not len(prompts):
-            raise ValueError("generate() needs at least one prompt")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token (a BOS, say)")
+        """Samples a continuation of each prompt (token lists of any lengths)."""
         params = self.place(params)
-        length = settings.bucket(distributed.max_over_processes(max(len(p) for p in prompts)))
-        tokens, valid = pad_left(prompts, length, settings.pad_id)
-        counts = valid.sum(axis=1)
-        cache = self.new_cache(len(prompts), length + settings.max_new_tokens)
-        logits, cache = self.prefill(params, cache, tokens, chunk_positions(valid, np.zeros_like(counts)), valid)
-        return self.decode(params, cache, logits, counts, settings, rng)[0]
+        logits, cache, (_, _, valid) = self.prefill_prompts(params, prompts, settings)
+        return self.decode(params, cache, logits, valid.sum(axis=1), settings, rng)[0]
