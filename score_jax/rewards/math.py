@@ -60,6 +60,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import NamedTuple
 
 import mpmath
 
@@ -1225,26 +1226,18 @@ def _parse(s: str) -> tuple | None:
         return None
 
 
-class _Tree(tuple):
-    """(tree, textual): textual answers ("Evelyn", "odd") are compared as strings only."""
-
-    @property
-    def tree(self):
-        return self[0]
-
-    @property
-    def textual(self) -> bool:
-        return self[1]
+class _Answer(NamedTuple):
+    tree: tuple
+    textual: bool  # words such as "Evelyn" or "odd": compared as strings, not as o*d*d
 
 
 @functools.lru_cache(maxsize=8192)
-def _parse_answer(s: str) -> _Tree | None:
+def _parse_answer(s: str) -> _Answer | None:
     tree = _parse(s)
     if tree is None:
         return None
     words = [w for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s) if w.lower() not in _KNOWN_WORDS]
-    textual = bool(words) and _has_word_product(tree)
-    return _Tree((tree, textual))
+    return _Answer(tree, bool(words) and _has_word_product(tree))
 
 
 _KNOWN_WORDS = _WORD_FUNCS | set(_WORD_CONSTS) | _CONNECTIVES
@@ -1836,7 +1829,7 @@ def _match_relations(a, b) -> bool:
         oa, pa = _orient(a)
         ob, pb = _orient(b)
         if oa == ob:
-            if _match_ordered_plain(pa, pb):
+            if _match_ordered(pa, pb):
                 return True
             scalar = not any(p[0] in _COLLECTIONS or _has_pm(p) for p in pa + pb)
             if len(oa) == 1 and oa[0] in ("=", "!=", "<", "<=") and scalar:
@@ -1852,10 +1845,6 @@ def _match_relations(a, b) -> bool:
     if any(n[0] in _SET_LIKE or n[0] in ("set", "tuple") for n in (a, b)):
         return _match_sets(a, b)  # 0 < f(x) < 1 vs (0, 1)
     return False
-
-
-def _match_ordered_plain(xs, ys) -> bool:
-    return len(xs) == len(ys) and all(_match(x, y) for x, y in zip(xs, ys))
 
 
 # Sets of reals: lists of components (lo, hi, left_open, right_open, lo_node, hi_node).
