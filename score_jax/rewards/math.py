@@ -10,7 +10,8 @@ Pipeline
      ``\\boxed{...}`` or a full solution). In order:
        a. the paper's "Final Answer: The final answer is X. I hope it is correct." or the last
           ``\\boxed{}``/``\\fbox{}`` (balanced braces; ``\\boxed 5``), whichever comes later. Boxes
-          separated only by a few words ("and", ",", "for part (b)") form one list answer;
+          separated by punctuation or a few words with a connective (", ", "and", "for part (b)
+          and") form one list answer;
        b. "the answer is X" / "Answer: X";
        c. a text that is itself an answer ("28 percent", "$1$ and $2$", "\\frac{10}{9}");
        d. the last inline math span or number, whichever comes later.
