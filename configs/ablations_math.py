@@ -10,24 +10,15 @@ Variants (paper, MATH500 Acc@t1/Acc@t2/Delta):
   naive_multi_turn  reward on attempt 2 only, no Stage I constraint (collapses: Delta ~ 0)
 """
 
-import importlib.util
-import os
+from score_jax.config import paper_config
 
 _VARIANTS = ("single_turn", "no_stage1", "no_shaping", "naive_multi_turn")
-
-
-def _stage2_config():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stage2_math.py")
-    spec = importlib.util.spec_from_file_location("stage2_math", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def get_config(variant: str = "no_stage1"):
     if variant not in _VARIANTS:
         raise ValueError(f"unknown ablation {variant!r}; choose one of {_VARIANTS} (configs/ablations_math.py:VARIANT)")
-    c = _stage2_config()
+    c = paper_config("math")
     steps = 3000  # the same budget as SCoRe
     c.rl.schedule = {
         "single_turn": f"single_turn:{steps}",

@@ -37,8 +37,8 @@ def get_config():
     c.optim.learning_rate = 1e-4
     c.optim.warmup_steps = 5
     c.checkpoint.every_steps = 50
-    c.eval.num_examples = 400
-    c.eval.batch_size = 200
+    c.eval.num_examples = 300
+    c.eval.batch_size = 150
     c.log_every_steps = 10
 
     c.demo = ml_collections.ConfigDict()
@@ -48,10 +48,10 @@ def get_config():
     c.demo.first_correct_hard = 0.3  # traces: attempt 1 right on problems with a large divisor
     c.demo.break_rate = 0.1  # traces: a right attempt 1 turned wrong in attempt 2 (c->i)
     c.demo.fix_rate = 0.2  # traces: a wrong attempt 1 fixed in attempt 2 (i->c)
-    c.demo.sft_steps = 1500  # base-model supervised steps
+    c.demo.sft_steps = 1000  # base-model supervised steps
     c.demo.sft_batch_size = 64  # traces per supervised step
     c.demo.sft_learning_rate = 2e-3  # peak supervised learning rate (cosine decay)
-    c.demo.stage1_steps = 60  # SCoRe Stage I steps
-    c.demo.stage2_steps = 120  # SCoRe Stage II steps (naive multi-turn RL gets stage1 + stage2 steps)
-    c.demo.eval_every_steps = 30  # held-out evaluation interval (the plot's points)
+    c.demo.stage1_steps = 50  # SCoRe Stage I steps
+    c.demo.stage2_steps = 100  # SCoRe Stage II steps (naive multi-turn RL gets stage1 + stage2 steps)
+    c.demo.eval_every_steps = 25  # held-out evaluation interval (the plot's points)
     return c

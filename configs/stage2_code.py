@@ -7,37 +7,13 @@
 From a separate Stage I run: --config.rl.schedule=stage2:1000 --config.rl.init_from=$STAGE1/checkpoints.
 Needs an HF checkpoint and mbpp.jsonl + HumanEval.jsonl.gz (third_party/DATASETS.md).
 Expect on HumanEval (paper, Gemini 1.0 Pro): Acc@t1 52.4, Acc@t2 64.6, Delta +12.2.
+Settings: `score_jax.config.paper_config` (1500 steps in all, as in the paper).
 """
 
-from score_jax.config import base_config
+from score_jax.config import paper_config
 
 
 def get_config():
-    c = base_config()
-    c.require_real_paths = True
-    c.model.preset = "gemma2_2b"  # overridden by the checkpoint's config.json
-    c.model.tokenizer = ""  # the checkpoint's own tokenizer
-    c.model.dtype = "bfloat16"
-    c.model.reference_dtype = "bfloat16"
-    c.model.remat_policy = "dots_no_batch"
-    c.model.scan_layers = True
-    c.data.benchmark = "code"
-    c.data.train = "mbpp/full:train"
-    c.data.eval = "humaneval:test"
-    c.data.prompt_preset = "paper"
-    c.rl.schedule = "stage1:500,stage2:1000"  # 1500 steps in all, as in the paper
-    c.rl.prompts_per_step = 32  # x 4 samples = 128 episodes, the paper's batch size
-    c.rl.samples_per_prompt = 4
-    c.rl.alpha = 10.0
-    c.rl.beta1 = 0.01
-    c.rl.beta2 = 0.25
-    c.rl.max_new_tokens = 512
-    c.rl.prompt_buckets = (512, 1024, 2048)
-    c.optim.learning_rate = 1e-5
-    c.optim.warmup_steps = 20
-    c.optim.num_microbatches = 4
-    c.checkpoint.every_steps = 50
-    c.eval.every_steps = 250
-    c.eval.num_examples = 0
-    c.eval.batch_size = 32
+    c = paper_config("code")
+    c.rl.schedule = "stage1:500,stage2:1000"
     return c

@@ -102,6 +102,55 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def paper_config(benchmark: str) -> ml_collections.ConfigDict:
+    """The paper's settings (Kumar et al. 2024, Tables 5 and 8) for "math" or "code" on a real model.
+
+    Shared by configs/stage{1,2}_{math,code}.py, which only choose the stage schedule. The group
+    size, token budgets and stage split are not in the paper: they are ours.
+    """
+    if benchmark not in ("math", "code"):
+        raise ValueError(f"paper_config: benchmark {benchmark!r} is not 'math' or 'code'")
+    c = base_config()
+    c.require_real_paths = True
+    c.model.preset = "gemma2_2b"  # overridden by the checkpoint's config.json
+    c.model.tokenizer = ""  # the checkpoint's own tokenizer
+    c.model.dtype = "bfloat16"
+    c.model.reference_dtype = "bfloat16"
+    c.model.remat_policy = "dots_no_batch"
+    c.model.scan_layers = True
+    c.mesh.shape = (1, -1, 1)
+    c.mesh.rules = "fsdp"
+    c.data.benchmark = benchmark
+    c.data.prompt_preset = "paper"
+    c.rl.samples_per_prompt = 4
+    c.rl.alpha = 10.0
+    c.rl.beta1 = 0.01
+    c.optim.warmup_steps = 20
+    c.checkpoint.every_steps = 50
+    c.eval.every_steps = 250
+    if benchmark == "math":
+        c.data.train, c.data.eval = "math/prm800k:train", "math/prm800k:test"  # 12,000 / MATH500
+        c.rl.prompts_per_step = 128  # x 4 samples = 512 episodes, the paper's batch size
+        c.rl.beta2 = 0.1
+        c.rl.max_new_tokens = 1024
+        c.rl.prompt_buckets = (256, 512, 1024)
+        c.optim.learning_rate = 5e-6
+        c.optim.num_microbatches = 8
+        c.eval.num_examples = 500
+        c.eval.batch_size = 64
+    else:
+        c.data.train, c.data.eval = "mbpp/full:train", "humaneval:test"  # MBPP 3-shot / HumanEval 0-shot
+        c.rl.prompts_per_step = 32  # x 4 samples = 128 episodes, the paper's batch size
+        c.rl.beta2 = 0.25
+        c.rl.max_new_tokens = 512
+        c.rl.prompt_buckets = (512, 1024, 2048)
+        c.optim.learning_rate = 1e-5
+        c.optim.num_microbatches = 4
+        c.eval.num_examples = 0
+        c.eval.batch_size = 32
+    return c
+
+
 def stage_schedule(config) -> list[tuple[str, int]]:
     """Parses ``rl.schedule`` ("stage1:100,stage2:200") into [(stage, steps), ...]."""
     out = []
