@@ -21,6 +21,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
 from score_jax.model import ModelConfig, Transformer
 from score_jax.rl import estimators
@@ -140,8 +141,26 @@ def make_train_step(config: ModelConfig, ref_config: ModelConfig, tx: optax.Grad
 
 def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
     """A fresh state; the optimizer state is created where the parameters live."""
+    return make_init_fn(tx, jax.tree.map(lambda x: x.sharding, params))(params)
+
+
+def make_init_fn(tx: optax.GradientTransformation, param_shardings: Any):
+    """The jitted ``params -> TrainState`` for parameters laid out as `param_shardings`.
+
+    The optimizer's copies of the parameters (Adam's moments) are sharded like the parameters:
+    left to the compiler, zeros come out replicated, which on an fsdp mesh puts two whole
+    float32 copies of the model on every device.
+    """
+
+    def like_params(x, sharding):
+        return jax.lax.with_sharding_constraint(x, sharding) if isinstance(sharding, NamedSharding) else x
+
+    def init(p):
+        opt_state = optax.tree_map_params(tx, like_params, tx.init(p), param_shardings)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=opt_state)
+
     # One jit, so the step counter lives on the same devices as the parameters.
-    return jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p)))(params)
+    return jax.jit(init)
 
 
 def make_score_fn(config: ModelConfig):
