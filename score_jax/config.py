@@ -82,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 50  # save every N steps (and on SIGTERM, and at the end of each stage)
     c.checkpoint.max_to_keep = 3  # latest checkpoints kept (the best one is kept separately)
     c.checkpoint.async_save = True  # write checkpoints in the background
+    c.checkpoint.directory = ""  # "" = <workdir>/checkpoints; multi-host: a path all hosts share, e.g. gs://BUCKET/RUN/checkpoints
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 0  # evaluate on the eval split every N steps; 0 = only at the end
@@ -238,6 +239,6 @@ def _check_paths(config) -> None:
                           "--config.data.manual_dir=/path/to/files (see third_party/DATASETS.md for what goes there)")
     if config.data.manual_dir and not os.path.isdir(config.data.manual_dir):
         raise ConfigError(f"data.manual_dir={config.data.manual_dir!r} does not exist")
-    if config.rl.init_from and not os.path.isdir(config.rl.init_from):
+    if config.rl.init_from and "://" not in config.rl.init_from and not os.path.isdir(config.rl.init_from):
         raise ConfigError(f"rl.init_from={config.rl.init_from!r} does not exist; pass the Stage I run's "
                           "checkpoint directory (<workdir>/checkpoints)")

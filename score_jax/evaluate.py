@@ -3,9 +3,10 @@
     python -m score_jax.evaluate --config=configs/stage2_math.py --workdir=$WORKDIR \
         [--checkpoint=$WORKDIR/checkpoints] [--scaling_budget=32]
 
-Without ``--checkpoint`` the newest checkpoint in ``$WORKDIR/checkpoints`` is evaluated (or the
-starting model, if there is none). Prints the table (Acc@t1, Acc@t2, Delta, i->c, c->i, answer
-changes, edit distance) and writes ``eval_table.md`` and ``eval_records.jsonl`` to the workdir.
+Without ``--checkpoint`` the newest checkpoint of the run (``checkpoint.directory``, else
+``$WORKDIR/checkpoints``) is evaluated (or the starting model, if there is none). Prints the
+table (Acc@t1, Acc@t2, Delta, i->c, c->i, answer changes, edit distance) and writes
+``eval_table.md`` and ``eval_records.jsonl`` to the workdir.
 
 With several processes each evaluates its block of every batch of problems (the rows its devices
 hold), grades it, and the texts and grades are gathered, so every process returns the same
@@ -82,6 +83,8 @@ def main(argv):
     import jax
     from absl import flags
 
+    from etils import epath
+
     from score_jax import train
     from score_jax.checkpoints import manager as ckpt_lib
     from score_jax.rl import train_step as step_lib
@@ -98,8 +101,8 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
     setup = train.build(config, workdir)
     params = setup.params
-    path = flags.FLAGS.checkpoint or os.path.join(workdir, "checkpoints")
-    if os.path.isdir(path) and os.listdir(path):
+    path = flags.FLAGS.checkpoint or train.checkpoint_dir(config, workdir)
+    if epath.Path(path).is_dir() and any(epath.Path(path).iterdir()):
         tx = step_lib.make_optimizer(config.optim.learning_rate, 1, 2)
         state = step_lib.init_train_state(params, tx)
         step, state, _ = ckpt_lib.restore_from_path(path, ckpt_lib.abstract_like(state))

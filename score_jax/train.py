@@ -126,6 +126,11 @@ def build(config, workdir: str) -> Setup:
     return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
 
 
+def checkpoint_dir(config, workdir: str) -> str:
+    """Where the run's checkpoints live: ``checkpoint.directory``, else ``<workdir>/checkpoints``."""
+    return config.checkpoint.get("directory", "") or os.path.join(workdir, "checkpoints")
+
+
 def _chat_template(config, model_config: ModelConfig) -> ChatTemplate:
     """The configured template; else the byte tokenizer's (gemma-style turns) or the family's own."""
     from score_jax import tokenizer as tok_lib
@@ -210,7 +215,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                                      "different processes; make it a multiple of {slots}")
     batches = PromptBatches(setup.task.train, batch_size=rl.prompts_per_step // slots, seed=config.seed,
                             process_index=slot, process_count=slots)
-    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
+    checkpointer = ckpt_lib.Checkpointer(checkpoint_dir(config, workdir), config.checkpoint.max_to_keep,
                                          config.checkpoint.async_save)
 
     start_step = 0

@@ -2,7 +2,9 @@
 
 Each checkpoint holds two items: ``state`` (parameters, optimizer state, step; saved sharded,
 each process writing its own shards) and ``extra`` (JSON: data-iterator state, RNG seed, stage,
-config, metrics). Saves are asynchronous; a half-written step is never listed by Orbax, and a
+config, metrics; written by process 0, read by all). With several hosts the directory must be
+one they all reach: a shared filesystem or a ``gs://BUCKET/...`` URL (gcsfs installed, as
+launch/requirements-tpu.txt does). Saves are asynchronous; a half-written step is never listed by Orbax, and a
 step that fails to restore (corrupted files) is skipped with a warning in favour of the one
 before it, so nothing already saved is lost to a bad write.
 """
@@ -15,6 +17,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ class Checkpointer:
     """Latest-k and best checkpoints under ``directory`` (``directory/best`` for the best)."""
 
     def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = str(_resolve(directory))
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
                                                create=True)
         self._latest = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
@@ -101,12 +104,11 @@ def restore_from_path(path: str, abstract_state: Any, step: int | None = None) -
     `path` is a checkpoint directory (holding step folders), or one step folder; the newest
     readable step is used unless `step` is given.
     """
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
+    path = _resolve(path)
+    if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} does not exist")
-    name = os.path.basename(path.rstrip("/"))
-    if step is None and name.isdigit() and os.path.isdir(os.path.join(path, "state")):
-        path, step = os.path.dirname(path), int(name)
+    if step is None and path.name.isdigit() and (path / "state").is_dir():
+        path, step = path.parent, int(path.name)
     manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
                                     item_names=_ITEMS)
     steps = sorted(manager.all_steps(), reverse=True)
@@ -123,6 +125,11 @@ def restore_from_path(path: str, abstract_state: Any, step: int | None = None) -
             log.warning("checkpoint step %d in %s is unreadable: %s", s, path, err)
             errors.append(f"step {s}: {type(err).__name__}: {str(err)[:200]}")
     raise CheckpointError(f"no readable checkpoint in {path}: " + "; ".join(errors))
+
+
+def _resolve(path: str) -> epath.Path:
+    """A local path made absolute, or a URL (gs://BUCKET/..., shared by every host of a pod) as given."""
+    return epath.Path(path) if "://" in str(path) else epath.Path(os.path.abspath(path))
 
 
 def _save_args(state: Any, extra: dict):
