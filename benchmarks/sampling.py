@@ -11,7 +11,10 @@ and for two-attempt episodes (prompt, attempt, instruction, attempt) the seconds
 attempt 2 continuing on the cache (episode_s_cache_reuse) or re-encoding the whole context
 (episode_s_reprefill). Timings exclude compilation (one warm-up call each) and include the
 prefill. The decode roofline (weights + KV cache bytes read per step over the measured memory
-bandwidth) is reported beside them. The last line printed is one JSON object.
+bandwidth, measured beside them) is reported too. The last line printed is one JSON object.
+
+On a shared 2-core machine every number moves with the other load; torch's generate suffers most
+(its two OpenMP threads stall when a core is taken), so compare numbers from one run only.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def _in_subprocess(fn, *args):
         return pool.apply(fn, args)
 
 
-def bench(name: str, batch: int, prompt_len: int, new_tokens: int, no_cache_steps: int, bandwidth: float,
+def bench(name: str, batch: int, prompt_len: int, new_tokens: int, no_cache_steps: int,
           with_transformers: bool) -> dict:
     config = CONFIGS[name]
     params = init_params(config, jax.random.key(0))
@@ -162,6 +165,9 @@ def bench(name: str, batch: int, prompt_len: int, new_tokens: int, no_cache_step
             params, first_turns, INSTRUCTION, rng=jax.random.key(0), reprefill=reprefill), repeats)
 
     # Decode roofline: every step reads all weights but the input embedding, plus the KV cache.
+    # Bandwidth is measured here, beside the timings, since other work on the machine changes it.
+    bandwidth = _bandwidth_gb_s()
+    out["bandwidth_gb_s"] = bandwidth
     n_params = config.num_params() - config.vocab_size * config.d_model * (0 if config.tie_embeddings else 1)
     kv_bytes = 2 * config.num_layers * batch * (prompt_len + new_tokens) * config.num_kv_heads * config.head_dim * 4
     step_bytes = n_params * 4 + kv_bytes / 2  # on average half the cache is filled
@@ -180,13 +186,11 @@ def main():
                         "configs other than tiny (each costs a full forward over the buffer)")
     parser.add_argument("--no_transformers", action="store_true")
     args = parser.parse_args()
-    bandwidth = _bandwidth_gb_s()
     result = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "batch": args.batch,
-              "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "bandwidth_gb_s": bandwidth}
+              "prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
     for name in args.configs.split(","):
         steps = args.new_tokens if name == "tiny" else args.no_cache_steps
-        result[name] = bench(name, args.batch, args.prompt_len, args.new_tokens, steps, bandwidth,
-                             not args.no_transformers)
+        result[name] = bench(name, args.batch, args.prompt_len, args.new_tokens, steps, not args.no_transformers)
         print(name, json.dumps(result[name]), flush=True)
     print(json.dumps(result))
 
