@@ -51,7 +51,7 @@ def get_config():
     c.demo.sft_steps = 1000  # base-model supervised steps
     c.demo.sft_batch_size = 64  # traces per supervised step
     c.demo.sft_learning_rate = 2e-3  # peak supervised learning rate (cosine decay)
-    c.demo.stage1_steps = 50  # SCoRe Stage I steps
-    c.demo.stage2_steps = 100  # SCoRe Stage II steps (naive multi-turn RL gets stage1 + stage2 steps)
-    c.demo.eval_every_steps = 25  # held-out evaluation interval (the plot's points)
+    c.demo.stage1_steps = 60  # SCoRe Stage I steps
+    c.demo.stage2_steps = 120  # SCoRe Stage II steps (naive multi-turn RL gets stage1 + stage2 steps)
+    c.demo.eval_every_steps = 30  # held-out evaluation interval (the plot's points)
     return c
