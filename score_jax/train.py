@@ -242,6 +242,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
 
     def extra_state(step: int, stage: str, step_metrics: dict) -> dict:
         return {"data": batches.get_state(), "step": step, "stage": stage, "seed": config.seed,
+                "config": json.loads(config.to_json_best_effort()),
                 "metrics": {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0}}
 
     with _Preemption() as preemption, sharding.use_sharding(setup.mesh, setup.rules):
