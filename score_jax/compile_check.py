@@ -42,10 +42,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from score_jax import config as config_lib
-from score_jax import data, distributed, sampling, sharding, train
+from score_jax import data, sampling, sharding, train
 from score_jax.model import init_params
 from score_jax.model.transformer import param_shardings
 from score_jax.rl import objectives
@@ -293,7 +292,7 @@ def _shardings(tree: Any) -> Any:
 
 
 def _rows(shape: tuple[int, ...], dtype, mesh, rules) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(shape, dtype, sharding=distributed.batch_sharding(mesh, rules, shape))
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.data_sharding(mesh, rules, shape))
 
 
 def _bytes_per_device(tree: Any) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from score_jax import sharding
 
@@ -52,10 +52,9 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
         return
     kwargs = {}
     if explicit:
-        if not 0 <= process_id < num_processes:
-            raise ValueError(f"distributed.process_id={process_id} is not in [0, {num_processes}): give each "
-                             "process its index (--config.distributed.process_id or JAX_PROCESS_ID)")
-        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
+        # Without an index, JAX takes it from the cluster (SLURM_PROCID, Open MPI).
+        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                      process_id=process_id if process_id >= 0 else None)
         if local_device_ids:
             kwargs["local_device_ids"] = [int(i) for i in local_device_ids.split(",")]
     jax.distributed.initialize(**kwargs)
@@ -78,13 +77,6 @@ def _auto_detectable() -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Batch-sharded global arrays.
-
-
-def batch_sharding(mesh: Mesh, rules: sharding.Rules, shape: tuple[int, ...]) -> NamedSharding:
-    """The sharding of a ``[batch, ...]`` array of `shape`: batch split by the rules, the rest
-    replicated (a batch the batch axes do not divide is replicated, as for parameters)."""
-    names = ("batch",) + (None,) * (len(shape) - 1)
-    return sharding.ShardingContext(mesh, sharding.resolve_rules(rules)).sharding(names, shape)
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,7 +125,7 @@ def global_batch(local: np.ndarray, mesh: Mesh, rules: sharding.Rules) -> jax.Ar
     local = np.asarray(local)
     index, count = batch_slot(mesh, rules)
     shape = (local.shape[0] * count,) + local.shape[1:]
-    target = batch_sharding(mesh, rules, shape)
+    target = sharding.data_sharding(mesh, rules, shape)
     if jax.process_count() == 1:
         return jax.device_put(local, target)
     if count > 1 and (not target.spec or target.spec[0] is None):
@@ -149,7 +141,7 @@ def local_rows(array: jax.Array, mesh: Mesh, rules: sharding.Rules) -> np.ndarra
     if jax.process_count() == 1 or array.is_fully_addressable:
         return np.asarray(array)
     index, count = batch_slot(mesh, rules)
-    target = batch_sharding(mesh, rules, array.shape)
+    target = sharding.data_sharding(mesh, rules, array.shape)
     if not array.sharding.is_equivalent_to(target, array.ndim):
         array = jax.device_put(array, target)
     rows = array.shape[0] // count

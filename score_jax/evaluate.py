@@ -82,7 +82,6 @@ def main(argv):
     del argv
     import jax
     from absl import flags
-
     from etils import epath
 
     from score_jax import train

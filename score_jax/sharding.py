@@ -215,9 +215,11 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, ctx.sharding(names, x.shape))
 
 
-def data_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
-    """Sharding for a ``[batch, ...]`` array: batch split by the rules, the rest replicated."""
-    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
+def data_sharding(mesh: Mesh, rules: Rules, shape: Sequence[int]) -> NamedSharding:
+    """Sharding for a ``[batch, ...]`` array of `shape`: batch split by the rules, the rest
+    replicated (a batch the batch axes do not divide is replicated, as parameters are)."""
+    names = ("batch",) + (None,) * (len(shape) - 1)
+    return ShardingContext(mesh, resolve_rules(rules)).sharding(names, shape)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

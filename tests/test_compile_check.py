@@ -11,7 +11,8 @@ import jax
 import pytest
 from test_train import tiny_config
 
-from score_jax import compile_check, config as config_lib
+from score_jax import compile_check
+from score_jax import config as config_lib
 
 _CONFIG_FILE = '''
 import sys

@@ -71,7 +71,7 @@ def fakes(tmp_path):
     return Fakes()
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="no shellcheck (apt-get install shellcheck)")
 def test_shellcheck_passes():
     done = subprocess.run(["shellcheck", "-x", *[os.path.join("launch", s) for s in SCRIPTS], "launch/_tpu_common.sh"],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -124,10 +124,10 @@ def test_setup_ships_the_repo_and_installs_pinned_dependencies_on_all_workers(fa
     assert command.startswith("--command=set -e")
     assert "pip install -q -r ~/score_jax/launch/requirements-tpu.txt" in command
     assert "python3.11 -m venv ~/score_jax_venv" in command and "pip install -q --no-deps -e ~/score_jax" in command
-    assert stage_gs["argv"][7:] == ["--worker=all",
-                                    "--command=gcloud storage cp --recursive gs://my-bucket/gemma-2-2b-it ~/score_jax_files/"]
-    assert stage_local["argv"] == ["compute", "tpus", "tpu-vm", "scp", "--recurse", str(data), "my-pod:score_jax_files/",
-                                   *LOCATION, "--worker=all"]
+    copy = "gcloud storage cp --recursive gs://my-bucket/gemma-2-2b-it ~/score_jax_files/"
+    assert stage_gs["argv"][7:] == ["--worker=all", f"--command={copy}"]
+    assert stage_local["argv"] == ["compute", "tpus", "tpu-vm", "scp", "--recurse", str(data),
+                                   "my-pod:score_jax_files/", *LOCATION, "--worker=all"]
 
 
 def test_pinned_requirements_cover_setup_cfg():
@@ -153,26 +153,28 @@ def _worker_home(tmp_path, fakes):
 
 
 def test_run_starts_the_config_on_all_workers_with_checkpoints_in_the_bucket(fakes, tmp_path):
-    fakes.run("tpu_run.sh", *SLICE, "--config=configs/stage2_math.py", "--bucket=gs://my-bucket/runs/a/", "--foreground",
-              "--", "--config.model.hf_checkpoint=score_jax_files/gemma-2-2b-it", "--config.rl.alpha=5")
+    fakes.run("tpu_run.sh", *SLICE, "--config=configs/stage2_math.py", "--bucket=gs://my-bucket/runs/a/",
+              "--foreground", "--", "--config.model.hf_checkpoint=score_jax_files/gemma-2-2b-it", "--config.rl.alpha=5")
     (ssh,) = fakes.calls("gcloud")
     assert ssh["argv"][:8] == ["compute", "tpus", "tpu-vm", "ssh", "my-pod", *LOCATION, "--worker=all"]
     command = ssh["argv"][8].removeprefix("--command=")
     assert command.split() == ["bash", "score_jax/launch/tpu_worker.sh", "--run=stage2_math",
-                               "--config=configs/stage2_math.py", "--bucket=gs://my-bucket/runs/a", "--foreground", "--",
-                               "--config.model.hf_checkpoint=score_jax_files/gemma-2-2b-it", "--config.rl.alpha=5"]
+                               "--config=configs/stage2_math.py", "--bucket=gs://my-bucket/runs/a", "--foreground",
+                               "--", "--config.model.hf_checkpoint=score_jax_files/gemma-2-2b-it",
+                               "--config.rl.alpha=5"]
 
     # What each worker then does with that command.
     home = _worker_home(tmp_path, fakes)
     workdir = home / "score_jax_runs" / "stage2_math"
     for worker in ("0", "1"):
-        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, cwd=home,
-                              env=dict(os.environ, HOME=str(home), TPU_WORKER_ID=worker, FAKE_LOG=str(tmp_path / f"w{worker}"),
-                                       PATH=f"{fakes.bin}:{os.environ['PATH']}"))
+        env = dict(os.environ, HOME=str(home), TPU_WORKER_ID=worker, FAKE_LOG=str(tmp_path / f"w{worker}"),
+                   PATH=f"{fakes.bin}:{os.environ['PATH']}")
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, cwd=home, env=env)
         assert done.returncode == 0, done.stderr
         calls = [json.loads(x) for x in (tmp_path / f"w{worker}").read_text().splitlines()]
         main = [c for c in calls if c["prog"] == "python"]
-        assert [c["argv"] for c in main] == [["-m", "score_jax.main", f"--config={home}/score_jax/configs/stage2_math.py",
+        assert [c["argv"] for c in main] == [["-m", "score_jax.main",
+                                              f"--config={home}/score_jax/configs/stage2_math.py",
                                               f"--workdir={workdir}",
                                               "--config.checkpoint.directory=gs://my-bucket/runs/a/checkpoints",
                                               "--config.model.hf_checkpoint=score_jax_files/gemma-2-2b-it",
@@ -219,11 +221,13 @@ def test_logs_stream_and_fetch(fakes, tmp_path):
 
 
 def test_delete_tears_the_slice_down(fakes):
-    assert "+ gcloud compute tpus queued-resources delete my-pod" in fakes.run("tpu_delete.sh", *SLICE, "--dry-run").stdout
+    dry = fakes.run("tpu_delete.sh", *SLICE, "--dry-run").stdout
+    assert "+ gcloud compute tpus queued-resources delete my-pod" in dry
     assert fakes.calls() == []
     fakes.run("tpu_delete.sh", *SLICE)
     (delete,) = fakes.calls("gcloud")
-    assert delete["argv"] == ["compute", "tpus", "queued-resources", "delete", "my-pod", *LOCATION, "--force", "--quiet"]
+    assert delete["argv"] == ["compute", "tpus", "queued-resources", "delete", "my-pod", *LOCATION, "--force",
+                              "--quiet"]
 
 
 _SLURM_ARGS = ["--config=configs/stage2_math.py", "--workdir=/shared/runs/a", "--nodes=2", "--gpus-per-node=8",

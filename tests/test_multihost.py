@@ -36,8 +36,8 @@ def _start(workdir, num_processes, *extra):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     # Compiled programs are cached on disk: the resumed run reuses the first run's.
-    env.update(JAX_COMPILATION_CACHE_DIR=str(workdir.parent / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env.update(JAX_COMPILATION_CACHE_DIR=str(workdir.parent / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return [subprocess.Popen([sys.executable, WORKER, str(workdir), str(num_processes), str(i), str(port), str(STEPS),
                               *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for i in range(num_processes)]
