@@ -36,7 +36,8 @@ def test_shrunken_demo_writes_the_report(tmp_path):
     rows = demo.run(demo_config(), str(tmp_path))
     assert set(rows) == {"base model", "naive multi-turn RL", "SCoRe"}
     report = (tmp_path / "report.md").read_text()
-    table = metrics.parse_markdown_table(report.split("\n\n")[1])
+    first_table = next(block for block in report.split("\n\n") if block.startswith("| method"))
+    table = metrics.parse_markdown_table(first_table)
     assert set(table) == {"base model", "naive multi-turn RL", "SCoRe"}
     for row in table.values():
         assert set(row) >= {"acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "answer_changed"}
