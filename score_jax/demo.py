@@ -180,7 +180,7 @@ def _mean_table(per_seed: list[dict]) -> dict[str, dict[str, float]]:
     return rows
 
 
-def _plot(per_seed: list[dict], path: str, seeds) -> None:
+def _plot(per_seed: list[dict], path: str, seeds, stage1_steps: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,6 +195,7 @@ def _plot(per_seed: list[dict], path: str, seeds) -> None:
             values = [base] + [float(np.mean([r[method]["history"][i][key] for r in per_seed]))
                                for i in range(len(steps) - 1)]
             ax.plot(steps, values, marker="o", label=method, color=colours[method])
+        ax.axvline(stage1_steps, linestyle="--", color="gray", linewidth=1, label="SCoRe: Stage I -> Stage II")
         ax.set_title(f"{title} on held-out problems (mean of {len(seeds)} seed(s))")
         ax.set_xlabel("RL step")
         ax.grid(alpha=0.3)
@@ -226,7 +227,7 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
     if is_chief:
         columns = metrics.TABLE_COLUMNS + ("edit_distance_ratio",)
         table = metrics.markdown_table(rows, columns=columns)
-        _plot(per_seed, os.path.join(workdir, "acc_over_training.png"), seeds)
+        _plot(per_seed, os.path.join(workdir, "acc_over_training.png"), seeds, config.demo.stage1_steps)
         seed_tables = "\n\n".join(
             f"Seed {seed}:\n\n" + metrics.markdown_table({m: r[m]["final"] for m in (_BASE, *METHODS)}, columns)
             for seed, r in zip(seeds, per_seed))
