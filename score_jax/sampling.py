@@ -245,7 +245,7 @@ def _windows(cache_len: int, block: int | None) -> list[int]:
 
 
 def _window(cache: KVCache, length: int) -> KVCache:
-    return KVCache(k=cache.k[:, :, :length], v=cache.v[:, :, :length], positions=cache.positions[:, :length],
+    return KVCache(k=cache.k[:, :, :, :length], v=cache.v[:, :, :, :length], positions=cache.positions[:, :length],
                    valid=cache.valid[:, :length], index=cache.index)
 
 
@@ -253,8 +253,8 @@ def _merge_window(cache: KVCache, window: KVCache) -> KVCache:
     if window.max_len == cache.max_len:
         return window
     return KVCache(
-        k=jax.lax.dynamic_update_slice_in_dim(cache.k, window.k, 0, axis=2),
-        v=jax.lax.dynamic_update_slice_in_dim(cache.v, window.v, 0, axis=2),
+        k=jax.lax.dynamic_update_slice_in_dim(cache.k, window.k, 0, axis=3),
+        v=jax.lax.dynamic_update_slice_in_dim(cache.v, window.v, 0, axis=3),
         positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, window.positions, 0, axis=1),
         valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, window.valid, 0, axis=1),
         index=window.index)

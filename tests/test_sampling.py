@@ -112,7 +112,7 @@ def test_sharded_equals_unsharded(params):
     cache = sharded.new_cache(8, 24)
     ctx = sharding.ShardingContext(mesh, sharding.resolve_rules(rules))
     assert cache.k.sharding.is_equivalent_to(ctx.sharding(
-        ("layers", "batch", "cache_length", "kv_heads", "head_dim"), cache.k.shape), cache.k.ndim)
+        ("layers", "batch", "kv_heads", "cache_length", "head_dim"), cache.k.shape), cache.k.ndim)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,23 +32,27 @@ Array = jax.Array
 
 @flax.struct.dataclass
 class KVCache:
-    """Key/value cache for all layers. Rows are left-aligned: slot ``index`` is written next."""
+    """Key/value cache for all layers. Rows are left-aligned: slot ``index`` is written next.
 
-    k: Array  # [L, B, S, K, D]
-    v: Array  # [L, B, S, K, D]
+    Heads come before slots ([L, B, K, S, D]) so attention contracts a layer's cache as it lies in
+    memory, without transposing it every decode step; slice slots on axis 3 (`max_len`).
+    """
+
+    k: Array  # [L, B, K, S, D]
+    v: Array  # [L, B, K, S, D]
     positions: Array  # [B, S] int32: position id of the token in each slot
     valid: Array  # [B, S] bool: the slot holds a real token
     index: Array  # [] int32: next slot to write
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> KVCache:
     """An empty cache of `max_len` slots (dtype defaults to the compute dtype)."""
     dtype = dtype or config.dtype
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
     return KVCache(
         k=jnp.zeros(shape, dtype),
         v=jnp.zeros(shape, dtype),
@@ -60,7 +64,7 @@ def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: Any = None)
 
 def cache_logical_axes() -> KVCache:
     """Logical axis names of each cache field (for shardings)."""
-    kv = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+    kv = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
     return KVCache(k=kv, v=kv, positions=("batch", "cache_length"), valid=("batch", "cache_length"), index=())
 
 
@@ -146,11 +150,13 @@ class Attention(nn.Module):
         q = apply_rope(q, ctx["positions"], inv_freq) * jnp.asarray(cfg.query_scale, cfg.dtype)
         key = apply_rope(key, ctx["positions"], inv_freq)
 
+        # Keys and values as the cache holds them, heads before slots: [B, K, T, D].
+        key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
         if kv is None:  # full-sequence forward: keys are this chunk
             keys, values = key, value
         else:  # write the chunk into this layer's cache slots, then attend over the whole cache
             cache_k, cache_v = kv
-            start = (layer, 0, ctx["index"], 0, 0)
+            start = (layer, 0, 0, ctx["index"], 0)
             cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
             cache_v = jax.lax.dynamic_update_slice(cache_v, value[None].astype(cache_v.dtype), start)
             kv = (cache_k, cache_v)
@@ -159,7 +165,7 @@ class Attention(nn.Module):
 
         b, t = x.shape[:2]
         q = q.reshape(b, t, k, h // k, d)
-        logits = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32)
+        logits = jnp.einsum("btkgd,bksd->bkgts", q, keys).astype(jnp.float32)
         if cfg.attn_logit_softcap is not None:
             logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
         window = None
@@ -169,7 +175,7 @@ class Attention(nn.Module):
         mask = attention_mask(ctx["positions"], ctx["k_positions"], ctx["k_valid"], window)
         logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, h, d)
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, values).reshape(b, t, h, d)
         out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"))
         return jnp.einsum("bthd,hde->bte", out, wo), kv
 
