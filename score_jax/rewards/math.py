@@ -868,22 +868,10 @@ class _Parser:
 
     @_nested
     def parse_script(self) -> tuple:
-        """Argument of ^ or _: a braced group or one character / command."""
-        if self.accept("{"):
-            node = self.parse_group_body("}")
-            self.expect("}")
-            return node
+        """Argument of ^ or _: like a command's argument, or a negated one (x^-1)."""
         if self.accept("-"):
             return ("neg", self.parse_script())
-        kind, text, _ = self.split_first_char()
-        if kind == "num":
-            return _num(text)
-        if kind == "word":
-            return _word_node(text)
-        if kind == "cmd":
-            self.i -= 1
-            return self.parse_primary()
-        raise _ParseError(f"bad script {text!r}")
+        return self.parse_arg()
 
     def parse_arg(self) -> tuple:
         """Argument of \\frac, \\sqrt, ...: a braced group or one character / command."""
