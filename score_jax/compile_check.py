@@ -220,7 +220,8 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     step_fn = step_lib.make_train_step(
         policy, reference, tx, kl_estimator=rl.kl_estimator, kl_in_loss=not rl.kl_in_reward,
         num_microbatches=config.optim.num_microbatches, state_shardings=_shardings(state),
-        ref_shardings=_shardings(ref_params), batch_sharding=_shardings(batch))
+        ref_shardings=_shardings(ref_params), batch_sharding=_shardings(batch),
+        logits_chunk_tokens=config.optim.get("logits_chunk_tokens", 0))
     with sharding.use_sharding(mesh, rules):
         compiled, seconds = _compile("train_step", lambda: step_fn.lower(
             state, ref_params, batch, jax.ShapeDtypeStruct((attempts,), jnp.float32)))

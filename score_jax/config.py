@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0  # decoupled weight decay (AdamW)
     c.optim.grad_clip_norm = 1.0  # global-norm clipping; 0 = off
     c.optim.num_microbatches = 1  # gradient accumulation: micro-batches per step
+    c.optim.logits_chunk_tokens = 0  # log-probs this many tokens at a time, never the full [B, T, V] logits; 0 = off
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 50  # save every N steps (and on SIGTERM, and at the end of each stage)
@@ -127,6 +128,7 @@ def paper_config(benchmark: str) -> ml_collections.ConfigDict:
     c.rl.alpha = 10.0
     c.rl.beta1 = 0.01
     c.optim.warmup_steps = 20
+    c.optim.logits_chunk_tokens = 4096  # 256k vocabulary: full float32 logits dominate the step's memory
     c.checkpoint.every_steps = 50
     c.eval.every_steps = 250
     if benchmark == "math":

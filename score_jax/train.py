@@ -275,7 +275,8 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                     setup.model_config, setup.ref_config, tx, kl_estimator=rl.kl_estimator,
                     kl_in_loss=not rl.kl_in_reward, num_microbatches=config.optim.num_microbatches,
                     state_shardings=shardings, ref_shardings=ref_shardings,
-                    batch_sharding=jax.tree.map(lambda x: x.sharding, batch))
+                    batch_sharding=jax.tree.map(lambda x: x.sharding, batch),
+                    logits_chunk_tokens=config.optim.get("logits_chunk_tokens", 0))
             state, step_out = train_steps[key](state, setup.ref_params, batch, jnp.asarray(kl_weights))
             step_out = distributed.to_host(step_out)
             t_train = time.perf_counter()
@@ -359,7 +360,8 @@ def _train_batch(episode, advantages: np.ndarray, setup: Setup, width_multiple: 
 
 def _sequence_kl(setup: Setup, episode) -> np.ndarray:
     """Per-attempt sequence KL [K, B] (k1 on sampled tokens) for KL-in-reward."""
-    score = getattr(setup, "_score_fn", None) or step_lib.make_score_fn(setup.ref_config)
+    score = getattr(setup, "_score_fn", None) or step_lib.make_score_fn(
+        setup.ref_config, logits_chunk_tokens=setup.config.optim.get("logits_chunk_tokens", 0))
     inputs = [distributed.global_batch(np.asarray(x), setup.mesh, setup.rules)
               for x in (episode.tokens, episode.positions, episode.valid)]
     ref_logp = distributed.local_rows(score(setup.ref_params, *inputs), setup.mesh, setup.rules)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
+from score_jax import sharding
 from score_jax.model import ModelConfig, Transformer
 from score_jax.rl import estimators
 
@@ -53,28 +54,79 @@ def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, sc
 
 
 def token_logprobs(config: ModelConfig, params: Any, tokens: Array, positions: Array, valid: Array,
-                   with_entropy: bool = False):
+                   with_entropy: bool = False, logits_chunk_tokens: int = 0):
     """log p(token[t] | tokens[<t]) for every slot, [B, T] float32 (0 at slot 0).
 
     With `with_entropy`, also the entropy [B, T] of the predictive distribution that produced
     each slot's token.
+
+    `logits_chunk_tokens` > 0 never materialises the [B, T, V] logits: the B * (T - 1) predicting
+    positions are flattened, padded to a multiple of the chunk, and each chunk's logits, log-
+    normaliser, picked log-prob and entropy are computed in a scan whose body is rematerialised,
+    so the backward pass recomputes one chunk's logits at a time instead of storing them all.
+    The chunk counts tokens of the whole (global) batch; 0 computes the full logits at once.
     """
-    logits, _ = Transformer(config).apply({"params": params}, tokens, positions, valid)
-    logits = logits[:, :-1]
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
-    logp = jnp.pad(picked - logz, ((0, 0), (1, 0)))
+    if logits_chunk_tokens < 0:
+        raise ValueError(f"logits_chunk_tokens={logits_chunk_tokens} must be >= 0")
+    if logits_chunk_tokens:
+        hidden, _ = Transformer(config).apply({"params": params}, tokens, positions, valid, return_hidden=True)
+        logp, entropy = _chunked_logprobs(config, params, hidden[:, :-1], tokens[:, 1:], logits_chunk_tokens,
+                                          with_entropy)
+    else:
+        logits, _ = Transformer(config).apply({"params": params}, tokens, positions, valid)
+        logits = logits[:, :-1]
+        logz = jax.nn.logsumexp(logits, axis=-1)
+        picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
+        logp = picked - logz
+        entropy = None
+        if with_entropy:
+            probs = jax.nn.softmax(logits, axis=-1)
+            entropy = logz - jnp.sum(probs * logits, axis=-1)
+    logp = jnp.pad(logp, ((0, 0), (1, 0)))
     if not with_entropy:
         return logp
-    probs = jax.nn.softmax(logits, axis=-1)
-    entropy = logz - jnp.sum(probs * logits, axis=-1)
     return logp, jnp.pad(entropy, ((0, 0), (1, 0)))
 
 
-def _microbatch_loss(params, ref_params, mb, kl_weights, num_tokens, *, config, ref_config, kl_name, kl_in_loss):
-    logp, entropy = token_logprobs(config, params, mb["tokens"], mb["positions"], mb["valid"], with_entropy=True)
+def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: Array, chunk: int,
+                      with_entropy: bool):
+    """Picked log-probs and entropies (None without `with_entropy`) [B, L] from final hidden states
+    [B, L, E], `chunk` tokens at a time."""
+    bsz, length, embed = hidden.shape
+    n = bsz * length
+    num_chunks = -(-n // chunk)
+    pad = num_chunks * chunk - n
+    # Token i * num_chunks + c goes to chunk c, row i: each chunk takes rows from the whole batch,
+    # so a batch-sharded layout stays sharded along the rows of every chunk.
+    h = jnp.pad(hidden.reshape(n, embed), ((0, pad), (0, 0))).reshape(chunk, num_chunks, embed)
+    t = jnp.pad(targets.reshape(n), (0, pad)).reshape(chunk, num_chunks)
+    h = sharding.constrain(jnp.swapaxes(h, 0, 1), (None, "batch", "embed"))
+    t = sharding.constrain(jnp.swapaxes(t, 0, 1), (None, "batch"))
+    # Only the output head's parameters enter the scan (the rest would be carried for nothing).
+    head = {k: params[k] for k in ("embedding", "lm_head") if k in params}
+    model = Transformer(config)
+
+    @jax.checkpoint
+    def one_chunk(head_params, h_c, t_c):
+        logits = model.apply({"params": head_params}, h_c, method=Transformer.logits)  # [chunk, V] f32
+        logz = jax.nn.logsumexp(logits, axis=-1)
+        picked = jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0]
+        if not with_entropy:
+            return picked - logz, None
+        return picked - logz, logz - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
+
+    _, (logp, entropy) = jax.lax.scan(lambda carry, xs: (carry, one_chunk(head, *xs)), None, (h, t))
+    unchunk = lambda x: jnp.swapaxes(x, 0, 1).reshape(-1)[:n].reshape(bsz, length)  # noqa: E731
+    return unchunk(logp), (unchunk(entropy) if with_entropy else None)
+
+
+def _microbatch_loss(params, ref_params, mb, kl_weights, num_tokens, *, config, ref_config, kl_name, kl_in_loss,
+                     logits_chunk_tokens=0):
+    logp, entropy = token_logprobs(config, params, mb["tokens"], mb["positions"], mb["valid"], with_entropy=True,
+                                   logits_chunk_tokens=logits_chunk_tokens)
     ref_logp = jax.lax.stop_gradient(
-        token_logprobs(ref_config, ref_params, mb["tokens"], mb["positions"], mb["valid"]))
+        token_logprobs(ref_config, ref_params, mb["tokens"], mb["positions"], mb["valid"],
+                       logits_chunk_tokens=logits_chunk_tokens))
     masks = mb["attempt_masks"]  # [b, K, T]
     kl_tok = estimators.kl_estimator(kl_name)(logp, ref_logp)  # [b, T]
     pg = -jnp.sum(mb["advantages"][:, :, None] * masks * logp[:, None, :])
@@ -92,15 +144,19 @@ def _microbatch_loss(params, ref_params, mb, kl_weights, num_tokens, *, config, 
 
 def train_step(state: TrainState, ref_params: Any, batch: dict, kl_weights: Array, *, config: ModelConfig,
                ref_config: ModelConfig, tx: optax.GradientTransformation, kl_name: str, kl_in_loss: bool,
-               num_microbatches: int):
-    """One policy update on a batch; see the module docstring for shapes. Returns (state, metrics)."""
+               num_microbatches: int, logits_chunk_tokens: int = 0):
+    """One policy update on a batch; see the module docstring for shapes. Returns (state, metrics).
+
+    `logits_chunk_tokens`: see `token_logprobs` (0 = full logits).
+    """
     bsz = batch["tokens"].shape[0]
     if bsz % num_microbatches:
         raise ValueError(f"batch of {bsz} episodes does not split into {num_microbatches} micro-batches")
     num_tokens = jnp.maximum(jnp.sum(batch["attempt_masks"]), 1.0)
     micro = jax.tree.map(lambda x: x.reshape(num_microbatches, bsz // num_microbatches, *x.shape[1:]), batch)
     grad_fn = jax.grad(functools.partial(_microbatch_loss, config=config, ref_config=ref_config, kl_name=kl_name,
-                                         kl_in_loss=kl_in_loss), has_aux=True)
+                                         kl_in_loss=kl_in_loss, logits_chunk_tokens=logits_chunk_tokens),
+                       has_aux=True)
 
     def accumulate(carry, mb):
         grads, stats = carry
@@ -128,11 +184,16 @@ def train_step(state: TrainState, ref_params: Any, batch: dict, kl_weights: Arra
 
 def make_train_step(config: ModelConfig, ref_config: ModelConfig, tx: optax.GradientTransformation, *,
                     kl_estimator: str = "k3", kl_in_loss: bool = True, num_microbatches: int = 1,
-                    state_shardings: Any = None, ref_shardings: Any = None, batch_sharding: Any = None):
-    """The jitted step ``(state, ref_params, batch, kl_weights) -> (state, metrics)``, state donated."""
+                    state_shardings: Any = None, ref_shardings: Any = None, batch_sharding: Any = None,
+                    logits_chunk_tokens: int = 0):
+    """The jitted step ``(state, ref_params, batch, kl_weights) -> (state, metrics)``, state donated.
+
+    `logits_chunk_tokens` > 0 computes the log-probs that many tokens at a time (see `token_logprobs`).
+    """
     estimators.kl_estimator(kl_estimator)  # validate the name early
     fn = functools.partial(train_step, config=config, ref_config=ref_config, tx=tx, kl_name=kl_estimator,
-                           kl_in_loss=kl_in_loss, num_microbatches=num_microbatches)
+                           kl_in_loss=kl_in_loss, num_microbatches=num_microbatches,
+                           logits_chunk_tokens=logits_chunk_tokens)
     if state_shardings is None:
         return jax.jit(fn, donate_argnums=0)
     return jax.jit(fn, donate_argnums=0, in_shardings=(state_shardings, ref_shardings, batch_sharding, None),
@@ -163,6 +224,6 @@ def make_init_fn(tx: optax.GradientTransformation, param_shardings: Any):
     return jax.jit(init)
 
 
-def make_score_fn(config: ModelConfig):
+def make_score_fn(config: ModelConfig, logits_chunk_tokens: int = 0):
     """Jitted token log-probs of a batch under `config` (reference scoring for KL-in-reward)."""
-    return jax.jit(functools.partial(token_logprobs, config))
+    return jax.jit(functools.partial(token_logprobs, config, logits_chunk_tokens=logits_chunk_tokens))
