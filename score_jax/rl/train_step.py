@@ -116,7 +116,10 @@ def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: 
         return picked - logz, logz - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
 
     _, (logp, entropy) = jax.lax.scan(lambda carry, xs: (carry, one_chunk(head, *xs)), None, (h, t))
-    unchunk = lambda x: jnp.swapaxes(x, 0, 1).reshape(-1)[:n].reshape(bsz, length)  # noqa: E731
+
+    def unchunk(x):
+        return jnp.swapaxes(x, 0, 1).reshape(-1)[:n].reshape(bsz, length)
+
     return unchunk(logp), (unchunk(entropy) if with_entropy else None)
 
 
