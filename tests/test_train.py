@@ -72,7 +72,9 @@ def test_huge_kl_weight_keeps_policy_at_reference(tmp_path):
     free, held = results[0.0], results[1000.0]
     assert max(h["kl/t2"] for h in free[-3:]) > 0.5
     assert np.mean([h["reward/t2"] for h in free[-3:]]) > 0.5
-    assert max(h["kl/t1"] for h in held) < 0.25 and max(h["kl/t2"] for h in held) < 0.25
+    # Per-batch KL estimates are noisy (one batch of 16 episodes): compare run averages.
+    held_kl = np.mean([(h["kl/t1"] + h["kl/t2"]) / 2 for h in held])
+    assert held_kl < 0.2 and held_kl < 0.3 * np.mean([h["kl/t2"] for h in free[-3:]])
     assert np.mean([h["reward/t2"] for h in held[-3:]]) < 0.2
 
 
