@@ -92,6 +92,9 @@ def main(argv):
         if jax.process_index() == 0:
             print(line, flush=True)
 
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     distributed.initialize(**config.get("distributed", {}))
     is_chief = jax.process_index() == 0
