@@ -240,9 +240,14 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     history: list[dict[str, float]] = []
     eval_metrics: dict[str, float] = {}
 
+    config_json = json.loads(config.to_json_best_effort())
+    # Reference scoring for KL-in-reward, compiled once for the run.
+    score_fn = step_lib.make_score_fn(setup.ref_config, logits_chunk_tokens=config.optim.get(
+        "logits_chunk_tokens", 0)) if rl.kl_in_reward else None
+
     def extra_state(step: int, stage: str, step_metrics: dict) -> dict:
         return {"data": batches.get_state(), "step": step, "stage": stage, "seed": config.seed,
-                "config": json.loads(config.to_json_best_effort()),
+                "config": config_json,
                 "metrics": {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0}}
 
     with _Preemption() as preemption, sharding.use_sharding(setup.mesh, setup.rules):
@@ -265,7 +270,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             returns = objectives.stage_returns(stage, rewards, rl.alpha, rl.turn_discount)
             kl_weights = objectives.stage_kl_weights(stage, num_attempts, rl.beta1, rl.beta2)
             if rl.kl_in_reward:
-                returns = returns - kl_weights[:, None] * _sequence_kl(setup, episode)
+                returns = returns - kl_weights[:, None] * _sequence_kl(setup, episode, score_fn)
             advantages = estimators.advantages(rl.advantage_estimator, returns, rl.samples_per_prompt)
             batch = _train_batch(episode, advantages, setup)
 
@@ -358,10 +363,8 @@ def _train_batch(episode, advantages: np.ndarray, setup: Setup, width_multiple: 
     return {k: distributed.global_batch(v, setup.mesh, setup.rules) for k, v in host.items()}
 
 
-def _sequence_kl(setup: Setup, episode) -> np.ndarray:
-    """Per-attempt sequence KL [K, B] (k1 on sampled tokens) for KL-in-reward."""
-    score = getattr(setup, "_score_fn", None) or step_lib.make_score_fn(
-        setup.ref_config, logits_chunk_tokens=setup.config.optim.get("logits_chunk_tokens", 0))
+def _sequence_kl(setup: Setup, episode, score) -> np.ndarray:
+    """Per-attempt sequence KL [K, B] (k1 on sampled tokens) for KL-in-reward; `score` from make_score_fn."""
     inputs = [distributed.global_batch(np.asarray(x), setup.mesh, setup.rules)
               for x in (episode.tokens, episode.positions, episode.valid)]
     ref_logp = distributed.local_rows(score(setup.ref_params, *inputs), setup.mesh, setup.rules)
