@@ -168,3 +168,12 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
     assert step == 1 and extra["data"]["position"] == 1
     np.testing.assert_array_equal(state["w"], np.ones(4))
     assert "step 2" in caplog.text and "falling back" in caplog.text
+
+
+def test_kl_in_reward_subtracts_nothing_at_the_reference(tmp_path):
+    # Step 1 samples from parameters equal to the reference, so beta * sequence KL must vanish even
+    # with a huge beta: the returns of attempt 1 (Stage I: no reward of its own) stay at 0.
+    config = tiny_config("stage1:1", kl_in_reward=True, kl_estimator="k1", beta2=1000.0)
+    first = train.run(config, str(tmp_path)).history[0]
+    assert abs(first["return/t1"]) < 1e-2
+    assert first["return/t2"] == pytest.approx(first["reward/t2"], abs=1e-4)
