@@ -61,6 +61,9 @@ def fresh_pool():
         ("Thus the slope is $\\frac{2}{5}$ as claimed.", "\\frac{2}{5}"),
         ("after all that the count comes to 48", "48"),
         # Chat tokens and reasoning blocks.
+        # Display math may span lines.
+        ("The answer is $$\n\\frac{1}{2}\n$$", "\\frac{1}{2}"),
+        ("Thus \\[\n 12 \n\\]", "12"),
         ("so \\boxed{5}<|im_end|>junk \\boxed{6}", "5"),
         ("<think>maybe \\boxed{1}</think> The answer is \\boxed{2}", "2"),
     ],
@@ -69,7 +72,19 @@ def test_extract_answer(text, expected):
     assert grader.extract_answer(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "   ", "I could not solve this problem.", None])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "I could not solve this problem.",
+        None,
+        # Inline math does not cross a line break: the span is malformed, and the number
+        # inside it is not picked up by the last-number fallback either.
+        "Answer $ \n 9 \n $",
+        "Answer \\( \n 9 \n \\)",
+    ],
+)
 def test_extract_answer_none(text):
     assert grader.extract_answer(text) is None
 

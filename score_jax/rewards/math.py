@@ -223,8 +223,12 @@ def _find_unescaped(text: str, needle: str, start: int) -> int:
         start = j + 1
 
 
-def _math_spans(text: str) -> list[tuple[int, int, str]]:
+def _math_spans(text: str) -> list[tuple[int, int, str | None]]:
     """(start, end, content) of $$...$$, $...$, \\[...\\] and \\(...\\) spans, left to right.
+
+    Inline math ($...$, \\(...\\)) does not cross a line break: a span that does is
+    malformed and comes back with content None, so no answer is read from inside it
+    (display math, $$...$$ and \\[...\\], may span lines).
 
     A hand-written scan rather than a regex: lazy regexes go quadratic on text full of
     unclosed delimiters, and a single regex call cannot be interrupted by the time limit.
@@ -239,7 +243,8 @@ def _math_spans(text: str) -> list[tuple[int, int, str]]:
             if j < 0:
                 unclosed.add(closer)
             elif j > i + 2:
-                spans.append((i, j + 2, text[i + 2 : j]))
+                content = text[i + 2 : j]
+                spans.append((i, j + 2, None if closer == "\\)" and "\n" in content else content))
                 i = j + 2
                 continue
             i += 2
@@ -254,7 +259,8 @@ def _math_spans(text: str) -> list[tuple[int, int, str]]:
                 unclosed.add(delimiter)
                 i += len(delimiter)
                 continue
-            spans.append((i, j + len(delimiter), text[i + len(delimiter) : j]))
+            content = text[i + len(delimiter) : j]
+            spans.append((i, j + len(delimiter), None if delimiter == "$" and "\n" in content else content))
             i = j + len(delimiter)
             continue
         i += 1
@@ -347,7 +353,7 @@ def _answer_from_sentence(sentence: str) -> str | None:
     sentence = sentence.strip()
     spans = _math_spans(sentence)
     if spans and spans[0][0] == 0:
-        return _trim_answer(spans[0][2])
+        return _trim_answer(spans[0][2]) if spans[0][2] is not None else None
     box = _last_box_group(sentence)
     if box:
         return _trim_answer(box[1])
@@ -423,6 +429,9 @@ def _last_math_or_number(text: str) -> str | None:
     best_end, best = -1, None
     spans = []
     for start, end, content in _math_spans(text):
+        if content is None:  # malformed inline math: neither an answer nor a source of numbers
+            spans.append((start, end))
+            continue
         content = content.strip()
         if content and len(_WORD_RE.findall(re.sub(r"\\[a-zA-Z]+\s*(\{[^{}]*\})?", " ", content))) < 2:
             best_end, best = end, content
