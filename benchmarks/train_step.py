@@ -1,12 +1,17 @@
 """Achieved FLOP/s of the jitted SCoRe train step against a plain matmul on the same machine.
 
     python benchmarks/train_step.py [--preset=llama_125m] [--batch=8] [--seq=128]
+    python benchmarks/train_step.py --preset=llama3p2_1b --dtype=bfloat16 --batch=16 --seq=1024 \
+        --remat_policy=dots_no_batch --logits_chunk_tokens=4096      # MFU on a GPU
 
 The train step is the real one (`score_jax.rl.train_step`): policy forward and backward, frozen
 reference forward, per-attempt KL, REINFORCE loss, Adam update. Its FLOPs are counted from the
 model shape (4x the forward FLOPs per token: forward + backward for the policy, forward for the
-reference). The matmul baseline is one fp32 [tokens, d_model] x [d_model, mlp_dim] product.
-The last line printed is one JSON object.
+reference; causal attention counted over the average context, t/2). The matmul baseline is one
+[tokens, d_model] x [d_model, mlp_dim] product in the compute dtype. On a known accelerator (or
+with --peak_flops) the model FLOPs utilisation `mfu` is reported too. Parameters and optimizer
+state stay float32 (mixed precision): --dtype sets the compute dtype. The last line printed is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -30,18 +35,30 @@ def _time(fn, *args, min_seconds: float = 2.0) -> float:
     return (time.perf_counter() - start) / calls
 
 
+# Dense bf16 peak FLOP/s by device kind, for MFU.
+_PEAK_BF16_FLOPS = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "TPU v5 lite": 197e12,
+                    "TPU v5p": 459e12, "TPU v4": 275e12}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="llama_125m")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="float32", help="compute dtype (parameters stay float32)")
+    parser.add_argument("--remat_policy", default="none", help="none, full, dots, dots_no_batch")
+    parser.add_argument("--scan_layers", action="store_true")
+    parser.add_argument("--attention_impl", default="xla", help="xla, or cudnn (fused attention, NVIDIA GPUs)")
+    parser.add_argument("--logits_chunk_tokens", type=int, default=0, help="0: whole [B, T, V] logits at once")
+    parser.add_argument("--microbatches", type=int, default=1)
+    parser.add_argument("--peak_flops", type=float, default=0.0, help="per device; 0: by device kind if known")
     args = parser.parse_args()
 
     from score_jax.model import get_preset, init_params
     from score_jax.rl import train_step as step_lib
 
-    config = get_preset(args.preset, dtype=args.dtype, param_dtype="float32")
+    config = get_preset(args.preset, dtype=args.dtype, param_dtype="float32", remat_policy=args.remat_policy,
+                        scan_layers=args.scan_layers, attention_impl=args.attention_impl)
     params = init_params(config, jax.random.key(0))
     ref_params = jax.tree.map(jnp.copy, params)
     tx = step_lib.make_optimizer(1e-5, 1, 100)
@@ -58,7 +75,8 @@ def main():
         "attempt_masks": jnp.asarray(masks),
         "advantages": jnp.asarray(rng.normal(size=(b, 2)), jnp.float32),
     }
-    step = step_lib.make_train_step(config, config, tx)
+    step = step_lib.make_train_step(config, config, tx, num_microbatches=args.microbatches,
+                                    logits_chunk_tokens=args.logits_chunk_tokens)
     kl_weights = jnp.asarray([0.1, 0.01])
     holder = {"state": state}
 
@@ -67,22 +85,29 @@ def main():
         return out["loss/pg"]
 
     step_s = _time(run_step)
-    step_flops = 4.0 * config.flops_per_token(t) * b * t
+    step_flops = 4.0 * config.flops_per_token(t / 2) * b * t
 
-    x = jnp.asarray(rng.normal(size=(b * t, config.d_model)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(config.d_model, config.mlp_dim)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(b * t, config.d_model)), args.dtype)
+    w = jnp.asarray(rng.normal(size=(config.d_model, config.mlp_dim)), args.dtype)
     matmul = jax.jit(lambda a, c: a @ c)
     matmul_s = _time(matmul, x, w)
     matmul_flops = 2.0 * b * t * config.d_model * config.mlp_dim
 
     result = {
-        "preset": args.preset, "batch": b, "seq": t, "dtype": args.dtype, "devices": jax.device_count(),
+        "preset": args.preset, "batch": b, "seq": t, "dtype": args.dtype, "remat_policy": args.remat_policy,
+        "attention_impl": args.attention_impl, "logits_chunk_tokens": args.logits_chunk_tokens,
+        "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
         "train_step_s": step_s, "train_step_flops_per_s": step_flops / step_s,
         "matmul_flops_per_s": matmul_flops / matmul_s,
         "ratio": (step_flops / step_s) / (matmul_flops / matmul_s),
         "tokens_per_s": b * t / step_s,
     }
+    kind = jax.devices()[0].device_kind
+    peak = args.peak_flops or next((v for k, v in _PEAK_BF16_FLOPS.items() if k in kind), 0.0)
+    if peak:
+        result.update(device_kind=kind, peak_flops=peak, mfu=step_flops / step_s / peak,
+                      matmul_fraction_of_peak=matmul_flops / matmul_s / peak)
     print(json.dumps(result))
 
 

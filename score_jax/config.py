@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.reference_dtype = "float32"  # dtype of the frozen reference copy (bfloat16 halves its memory)
     c.model.remat_policy = "none"  # none, full, dots, dots_no_batch: activation rematerialisation in training
     c.model.scan_layers = False  # scan over layers (faster compiles on deep models)
+    c.model.attention_impl = "xla"  # xla, or cudnn: fused flash attention for training/scoring on NVIDIA GPUs (bf16)
     c.model.overrides = ml_collections.ConfigDict()  # other ModelConfig fields to override (tiny test models)
 
     c.mesh = ml_collections.ConfigDict()
@@ -202,6 +203,12 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
     if episodes % config.optim.num_microbatches:
         raise ConfigError(f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
                           f"into optim.num_microbatches={config.optim.num_microbatches}")
+    impl = config.model.get("attention_impl", "xla")
+    if impl not in ("xla", "cudnn"):
+        raise ConfigError(f"model.attention_impl={impl!r} is unknown; choose 'xla' or 'cudnn'")
+    if impl == "cudnn" and config.model.dtype == "float32":
+        raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's fused attention "
+                          "has no float32 kernel)")
     if config.optim.learning_rate <= 0:
         raise ConfigError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
     if num_devices is not None:

@@ -68,13 +68,15 @@ def build_tokenizer(config) -> tuple[Tokenizer, str | None]:
 def model_numerics(config) -> dict:
     """The ModelConfig fields ``config.model`` sets whatever the architecture (dtypes, remat, scan)."""
     return dict(param_dtype=config.model.param_dtype, dtype=config.model.dtype,
-                remat_policy=config.model.remat_policy, scan_layers=config.model.scan_layers)
+                remat_policy=config.model.remat_policy, scan_layers=config.model.scan_layers,
+                attention_impl=config.model.get("attention_impl", "xla"))
 
 
 def reference_config(config, model_config: ModelConfig) -> ModelConfig:
     """The frozen reference's ModelConfig: the policy's architecture in ``model.reference_dtype``."""
+    impl = model_config.attention_impl if config.model.reference_dtype != "float32" else "xla"
     return model_config.replace(param_dtype=config.model.reference_dtype, dtype=config.model.reference_dtype,
-                                remat_policy="none")
+                                remat_policy="none", attention_impl=impl)
 
 
 def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:

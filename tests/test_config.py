@@ -87,6 +87,8 @@ def tiny():
     ("rl.prompts_per_step", 1, "do not split over the 8 data-parallel devices"),
     ("model.tokenizer", "/nonexistent/tokenizer.model", "does not exist"),
     ("rl.init_from", "/nonexistent/ckpt", "rl.init_from='/nonexistent/ckpt' does not exist"),
+    ("model.attention_impl", "flash", "model.attention_impl='flash' is unknown"),
+    ("model.attention_impl", "cudnn", "needs model.dtype='bfloat16'"),
 ])
 def test_invalid_settings_are_rejected_with_a_message(field, value, message):
     c = tiny()

@@ -1,5 +1,7 @@
 """The transformer on its own: KV cache consistency, gaps, scanned layers, sharded forward."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -131,3 +133,40 @@ def test_sharded_forward_matches_single_device(rules, mesh_shape):
         fwd = jax.jit(lambda p, t, pos, v: transformer.Transformer(config).apply({"params": p}, t, pos, v)[0])
         out = fwd(params, *(jax.device_put(x, data) for x in (tokens, positions, valid)))
     np.testing.assert_allclose(np.asarray(out)[valid], ref[valid], atol=1e-5, rtol=0)
+
+
+def test_cudnn_attention_needs_half_precision_and_no_softcap():
+    with pytest.raises(ValueError, match="attention_impl='cudnn' needs dtype bfloat16"):
+        get_preset("tiny_llama", attention_impl="cudnn")
+    with pytest.raises(ValueError, match="attn_logit_softcap"):
+        get_preset("tiny_gemma2", attention_impl="cudnn", dtype="bfloat16")
+    with pytest.raises(ValueError, match="unknown attention_impl"):
+        get_preset("tiny_llama", attention_impl="flash")
+    assert get_preset("tiny_llama", attention_impl="cudnn", dtype="bfloat16").attention_impl == "cudnn"
+
+
+_GPUS = [d for d in jax.devices() if d.platform == "gpu"]
+
+
+@pytest.mark.skipif(not _GPUS, reason="cuDNN attention needs an NVIDIA GPU (run with JAX_PLATFORMS=cuda)")
+def test_cudnn_attention_matches_xla_forward_and_gradients():
+    """The fused kernel sees the same mask: left padding, a gap, GQA; logits and gradients agree (bf16)."""
+    xla = get_preset("tiny_llama", dtype="bfloat16", head_dim=64, num_heads=4, num_kv_heads=2)
+    cudnn = xla.replace(attention_impl="cudnn")
+    params = _params(xla)
+    tokens, positions, valid = _batch(xla.vocab_size, [16, 11, 7, 16], gaps=[(3, 4, 7)])
+
+    def loss(config, p):
+        logits = transformer.forward(config, p, tokens, positions, valid).astype(jnp.float32)
+        logp = jax.nn.log_softmax(logits)[:, :-1]
+        picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+        return jnp.sum(picked * valid[:, 1:]), logits
+
+    (l_x, logits_x), g_x = jax.jit(jax.value_and_grad(functools.partial(loss, xla), has_aux=True))(params)
+    (l_c, logits_c), g_c = jax.jit(jax.value_and_grad(functools.partial(loss, cudnn), has_aux=True))(params)
+    rows = np.asarray(valid)
+    np.testing.assert_allclose(np.asarray(logits_c)[rows], np.asarray(logits_x)[rows], atol=5e-2, rtol=5e-2)
+    np.testing.assert_allclose(float(l_c), float(l_x), rtol=1e-2)
+    for a, b in zip(jax.tree.leaves(g_c), jax.tree.leaves(g_x)):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        assert np.linalg.norm(a - b) <= 0.05 * np.linalg.norm(b) + 1e-6

@@ -51,7 +51,7 @@ ARCHITECTURES = {
 # Transformers' default for tie_word_embeddings when config.json leaves it out.
 _DEFAULT_TIED = {"gemma": True, "gemma2": True, "llama": False, "qwen2": False}
 # ModelConfig fields that do not change the architecture (and so are not part of config.json).
-_NUMERICS_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers")
+_NUMERICS_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers", "attention_impl")
 
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 _DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}

@@ -8,6 +8,7 @@ from typing import Literal
 Family = Literal["gemma", "gemma2", "llama", "qwen2"]
 FAMILIES = ("gemma", "gemma2", "llama", "qwen2")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,10 @@ class ModelConfig:
     dtype: str = "float32"
     remat_policy: str = "none"
     scan_layers: bool = False
+    # Attention over a whole sequence (training, reference scoring): "xla" (einsums and a softmax) or
+    # "cudnn" (cuDNN's fused flash-attention kernel; NVIDIA GPUs, bf16/fp16, no logit soft-cap).
+    # Decoding against the KV cache always uses the xla path.
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -61,6 +66,11 @@ class ModelConfig:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; known: {REMAT_POLICIES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention_impl {self.attention_impl!r}; known: {ATTENTION_IMPLS}")
+        if self.attention_impl == "cudnn" and (self.attn_logit_softcap is not None or self.dtype == "float32"):
+            raise ValueError("attention_impl='cudnn' needs dtype bfloat16 or float16 and no attn_logit_softcap "
+                             f"(got dtype={self.dtype!r}, attn_logit_softcap={self.attn_logit_softcap})")
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 raise ValueError(f"{name}={getattr(self, name)!r}: use float32, bfloat16 or float16")

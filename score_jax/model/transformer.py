@@ -150,6 +150,18 @@ class Attention(nn.Module):
         q = apply_rope(q, ctx["positions"], inv_freq) * jnp.asarray(cfg.query_scale, cfg.dtype)
         key = apply_rope(key, ctx["positions"], inv_freq)
 
+        window = None
+        if cfg.sliding_window is not None:
+            is_local = (layer + 1) % cfg.sliding_window_pattern != 0
+            window = jnp.where(is_local, cfg.sliding_window, jnp.iinfo(jnp.int32).max)
+        mask = attention_mask(ctx["positions"], ctx["k_positions"], ctx["k_valid"], window)
+        b, t = x.shape[:2]
+        if kv is None and cfg.attention_impl == "cudnn":
+            # Fused kernel: the [B, N, T, S] scores never reach memory. Queries are already scaled.
+            out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, None], scale=1.0, implementation="cudnn")
+            out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"))
+            return jnp.einsum("bthd,hde->bte", out, wo), kv
+
         # Keys and values as the cache holds them, heads before slots: [B, K, T, D].
         key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
         if kv is None:  # full-sequence forward: keys are this chunk
@@ -163,16 +175,10 @@ class Attention(nn.Module):
             keys = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(cfg.dtype)
             values = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(cfg.dtype)
 
-        b, t = x.shape[:2]
         q = q.reshape(b, t, k, h // k, d)
         logits = jnp.einsum("btkgd,bksd->bkgts", q, keys).astype(jnp.float32)
         if cfg.attn_logit_softcap is not None:
             logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
-        window = None
-        if cfg.sliding_window is not None:
-            is_local = (layer + 1) % cfg.sliding_window_pattern != 0
-            window = jnp.where(is_local, cfg.sliding_window, jnp.iinfo(jnp.int32).max)
-        mask = attention_mask(ctx["positions"], ctx["k_positions"], ctx["k_valid"], window)
         logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
         # Heads-major output, then one small transpose: asked for "btkgd" directly, XLA:CPU contracts
