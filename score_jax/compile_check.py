@@ -191,6 +191,7 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     schedule = config_lib.stage_schedule(config)
     attempts = max(objectives.num_attempts_trained(stage, rl.num_attempts) for stage, _ in schedule)
     rows = rl.prompts_per_step * rl.samples_per_prompt
+    sample_rows = rows // rl.get("sampling_batches", 1)  # the sampler's batch: one group of prompts
     prompt_len = max(settings.length_buckets)
     instruction = _correction_instruction(config)
     chunk_len = settings.bucket(max(len(template.continuation(tokenizer, instruction, closed))
@@ -231,21 +232,22 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     # Sampling runs while the optimizer state and the reference parameters stay on the device.
     resident = _bytes_per_device(state.opt_state) + _bytes_per_device(ref_params)
     shard = sharding.ShardingContext(mesh, rules)
-    cache_fn = sampling._new_cache.lower(config=policy, batch=rows, length=slots, shard=shard).compile()  # noqa: SLF001
-    cache = _abstract(jax.eval_shape(functools.partial(sampling._new_cache, config=policy, batch=rows,  # noqa: SLF001
+    cache_fn = sampling._new_cache.lower(config=policy, batch=sample_rows, length=slots, shard=shard).compile()  # noqa: SLF001
+    cache = _abstract(jax.eval_shape(functools.partial(sampling._new_cache, config=policy, batch=sample_rows,  # noqa: SLF001
                                                        length=slots, shard=shard)), cache_fn.output_shardings)
-    prompt = [_rows((rows, prompt_len), dtype, mesh, rules) for dtype in (jnp.int32, jnp.int32, jnp.bool_)]
+    prompt = [_rows((sample_rows, prompt_len), dtype, mesh, rules) for dtype in (jnp.int32, jnp.int32, jnp.bool_)]
     compiled, seconds = _compile("prefill", lambda: sampling._prefill.lower(  # noqa: SLF001
-        params, cache, *prompt, jax.ShapeDtypeStruct((), jnp.int32), config=policy, shard=shard))
-    reports.append(_report("prefill", f"{rows} rows x {prompt_len} prompt tokens into {slots} cache slots", compiled,
+        params, cache, *prompt, jax.ShapeDtypeStruct((), jnp.int32), config=policy, shard=shard,
+        sub_chunk=settings.prefill_chunk))
+    reports.append(_report("prefill", f"{sample_rows} rows x {prompt_len} prompt tokens into {slots} cache slots", compiled,
                            seconds, resident))
     logits_sharding, cache_shardings = compiled.output_shardings
-    logits = jax.ShapeDtypeStruct((rows, policy.vocab_size), jnp.float32, sharding=logits_sharding)
+    logits = jax.ShapeDtypeStruct((sample_rows, policy.vocab_size), jnp.float32, sharding=logits_sharding)
     cache = _abstract(cache, cache_shardings)
     compiled, seconds = _compile("decode", lambda: sampling._decode.lower(  # noqa: SLF001
-        params, cache, logits, _rows((rows,), jnp.int32, mesh, rules), _rows((rows,), jnp.bool_, mesh, rules),
+        params, cache, logits, _rows((sample_rows,), jnp.int32, mesh, rules), _rows((sample_rows,), jnp.bool_, mesh, rules),
         jax.eval_shape(jax.random.key, 0), config=policy, settings=settings, shard=shard))
-    reports.append(_report("decode", f"{rows} rows x {rl.max_new_tokens} new tokens in {slots} cache slots", compiled,
+    reports.append(_report("decode", f"{sample_rows} rows x {rl.max_new_tokens} new tokens in {slots} cache slots", compiled,
                            seconds, resident))
 
     return Report(dict(mesh.shape), str(config.mesh.rules), getattr(devices[0], "device_kind", "?"), len(devices),

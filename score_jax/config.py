@@ -68,6 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.top_p = 1.0  # 1.0 = off
     c.rl.max_new_tokens = 512  # tokens per attempt
     c.rl.prompt_buckets = (128, 256, 512, 1024)  # prompt lengths are padded up to one of these (no recompiles)
+    c.rl.sampling_batches = 1  # sample each step's prompts in this many groups in turn (KV-cache memory / this)
+    c.rl.prefill_chunk = 512  # prefill runs prompts this many tokens at a time (bounds attention memory); 0 = all
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-5  # Adam learning rate after warmup
@@ -119,7 +121,9 @@ def paper_config(benchmark: str) -> ml_collections.ConfigDict:
     c.model.tokenizer = ""  # the checkpoint's own tokenizer
     c.model.dtype = "bfloat16"
     c.model.reference_dtype = "bfloat16"
-    c.model.remat_policy = "dots_no_batch"
+    # Fits a v5e-16 slice (16 GB per chip) with Gemma 2 2B: `python -m score_jax.compile_check
+    # --config=configs/stage2_math.py --topology=v5e:4x4` (dots_no_batch keeps 27 GB of activations).
+    c.model.remat_policy = "full"
     c.model.scan_layers = True
     c.mesh.shape = (1, -1, 1)
     c.mesh.rules = "fsdp"
@@ -135,6 +139,7 @@ def paper_config(benchmark: str) -> ml_collections.ConfigDict:
     if benchmark == "math":
         c.data.train, c.data.eval = "math/prm800k:train", "math/prm800k:test"  # 12,000 / MATH500
         c.rl.prompts_per_step = 128  # x 4 samples = 512 episodes, the paper's batch size
+        c.rl.sampling_batches = 4  # 128 rows x 3.5k slots of KV cache at a time
         c.rl.beta2 = 0.1
         c.rl.max_new_tokens = 1024
         c.rl.prompt_buckets = (256, 512, 1024)
@@ -209,6 +214,12 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
     if impl == "cudnn" and config.model.dtype == "float32":
         raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's fused attention "
                           "has no float32 kernel)")
+    groups = config.rl.get("sampling_batches", 1)
+    if groups < 1 or (rl.prompts_per_step // process_count) % groups:
+        raise ConfigError(f"rl.sampling_batches={groups} must be >= 1 and divide each process's "
+                          f"{rl.prompts_per_step // process_count} prompts per step")
+    if config.rl.get("prefill_chunk", 0) < 0:
+        raise ConfigError(f"rl.prefill_chunk={config.rl.prefill_chunk} must be >= 0 (0 = whole prompts at once)")
     if config.optim.learning_rate <= 0:
         raise ConfigError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
     if num_devices is not None:

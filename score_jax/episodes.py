@@ -77,6 +77,34 @@ class Episode:
     def num_attempts(self) -> int:
         return self.attempt_masks.shape[0]
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Episode], pad_id: int = 0) -> Episode:
+        """The rows of `parts` one after another (prompt indices continue from part to part).
+
+        Parts may have different widths (their prompts fell in different length buckets): each is
+        right-padded with invalid slots, which changes nothing for scoring since rows are
+        independent and every row's slots keep their order.
+        """
+        if len({(p.num_attempts, p.num_samples) for p in parts}) != 1:
+            raise ValueError("Episode.concatenate: parts differ in attempts or samples per prompt")
+        width = max(p.tokens.shape[1] for p in parts)
+
+        def cat(name: str, axis: int, fill=0) -> np.ndarray:
+            arrays = [getattr(p, name) for p in parts]
+            if name in ("tokens", "positions", "valid", "attempt_masks", "logprobs"):
+                arrays = [np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])], constant_values=fill)
+                          for a in arrays]
+            return np.concatenate(arrays, axis=axis)
+
+        offsets = np.cumsum([0] + [len(p.prompt_index) // p.num_samples for p in parts])
+        return cls(
+            tokens=cat("tokens", 0, pad_id), positions=cat("positions", 0), valid=cat("valid", 0, False),
+            attempt_masks=cat("attempt_masks", 1, False), logprobs=cat("logprobs", 0),
+            lengths=cat("lengths", 1), truncated=cat("truncated", 1, False),
+            texts=[sum((p.texts[k] for p in parts), []) for k in range(parts[0].num_attempts)],
+            prompt_index=np.concatenate([p.prompt_index + o for p, o in zip(parts, offsets)]),
+            num_samples=parts[0].num_samples)
+
 
 class EpisodeSampler:
     """Samples K-attempt episodes for a model, tokenizer and chat template.
@@ -103,7 +131,7 @@ class EpisodeSampler:
 
     def sample(self, params: Any, first_turns: Sequence[str], instruction: str, *, rng: jax.Array,
                num_samples: int = 1, num_attempts: int = 2, reprefill: bool = False,
-               settings: SamplingConfig | None = None) -> Episode:
+               settings: SamplingConfig | None = None, batches: int = 1) -> Episode:
         """Samples `num_samples` K-attempt episodes for each first-turn text.
 
         Args:
@@ -118,6 +146,9 @@ class EpisodeSampler:
           reprefill: re-encode the whole context from scratch before each later attempt instead of
             continuing on the cache (same episodes up to rounding, slower; for benchmarks).
           settings: overrides the sampler's settings for this call (e.g. greedy for evaluation).
+          batches: sample the problems in this many equal groups, one after another, and
+            concatenate the episodes: the KV cache then holds 1 / `batches` of the rows (its
+            memory grows with rows x slots). Group g draws with ``fold_in(rng, g)``.
         """
         if num_attempts < 1:
             raise ValueError(f"num_attempts={num_attempts}: need at least one attempt")
@@ -125,6 +156,15 @@ class EpisodeSampler:
             raise ValueError(f"num_samples={num_samples}: need at least one sample per prompt")
         if not first_turns:
             raise ValueError("sample() needs at least one first-turn text")
+        if batches < 1 or len(first_turns) % batches:
+            raise ValueError(f"batches={batches} must be >= 1 and divide the {len(first_turns)} problems")
+        if batches > 1:
+            size = len(first_turns) // batches
+            parts = [self.sample(params, first_turns[g * size:(g + 1) * size], instruction,
+                                 rng=jax.random.fold_in(rng, g), num_samples=num_samples, num_attempts=num_attempts,
+                                 reprefill=reprefill, settings=settings)
+                     for g in range(batches)]
+            return Episode.concatenate(parts, pad_id=(settings or self.settings).pad_id)
         settings = self.settings if settings is None else self._with_stops(settings)
         tok, sampler = self.tokenizer, self.sampler
         params = sampler.place(params)
@@ -183,10 +223,12 @@ class EpisodeSampler:
                 del cache
                 cache = sampler.new_cache(batch, total)
                 logits, cache = sampler.prefill(params, cache, tokens[:, :width], positions[:, :width],
-                                                valid[:, :width], last_col=index - 1)
+                                                valid[:, :width], last_col=index - 1,
+                                                sub_chunk=settings.prefill_chunk)
                 cache = cache.replace(index=jnp.asarray(index, jnp.int32))
             else:
-                logits, cache = sampler.prefill(params, cache, chunk_tokens, chunk_pos, chunk_valid)
+                logits, cache = sampler.prefill(params, cache, chunk_tokens, chunk_pos, chunk_valid,
+                                                sub_chunk=settings.prefill_chunk)
 
         return Episode(tokens=tokens, positions=positions, valid=valid, attempt_masks=attempt_masks,
                        logprobs=logprobs, lengths=lengths, truncated=truncated, texts=texts,

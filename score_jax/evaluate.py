@@ -29,7 +29,7 @@ def _eval_sampler(setup, config, max_new_tokens: int | None = None) -> EpisodeSa
     settings = SamplingConfig(
         max_new_tokens=max_new_tokens or config.eval.max_new_tokens or config.rl.max_new_tokens, greedy=True,
         stop_token_ids=setup.template.stop_ids(setup.tokenizer), length_buckets=tuple(config.rl.prompt_buckets),
-        pad_id=setup.tokenizer.pad_id)
+        pad_id=setup.tokenizer.pad_id, prefill_chunk=config.rl.get("prefill_chunk", 0) or None)
     return EpisodeSampler(setup.model_config, setup.tokenizer, setup.template, settings, mesh=setup.mesh,
                           rules=setup.rules)
 

@@ -68,6 +68,9 @@ class SamplingConfig:
     # Decode attends to the filled prefix of the cache rounded up to this many slots, not to the
     # whole cache (each block boundary is one more compiled loop segment); None: whole cache.
     attention_block: int | None = 256
+    # Prefill runs a long chunk this many tokens at a time (a scan over sub-chunks), so attention's
+    # [B, N, T, S] scores exist for T = prefill_chunk tokens at once; None: the whole chunk at once.
+    prefill_chunk: int | None = 512
     pad_id: int = 0  # token id written for rows that are done
 
     def __post_init__(self):
@@ -83,6 +86,8 @@ class SamplingConfig:
             raise ValueError(f"length_buckets={self.length_buckets}: give a non-empty increasing tuple")
         if self.attention_block is not None and self.attention_block < 1:
             raise ValueError(f"attention_block={self.attention_block}: must be >= 1 or None")
+        if self.prefill_chunk is not None and self.prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk={self.prefill_chunk}: must be >= 1 or None")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
         object.__setattr__(self, "length_buckets", tuple(int(b) for b in self.length_buckets))
 
@@ -190,27 +195,52 @@ def _new_cache(*, config: ModelConfig, batch: int, length: int, shard) -> KVCach
     return _constrain_cache(init_cache(config, batch, length), shard)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "shard"), donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("config", "shard", "sub_chunk"), donate_argnames=("cache",))
 def _prefill(params, cache: KVCache, tokens: Array, positions: Array, valid: Array, last_col: Array, *,
-             config: ModelConfig, shard) -> tuple[Array, KVCache]:
-    """Writes a chunk [B, T] at slot cache.index; returns the logits [B, V] at column `last_col`."""
+             config: ModelConfig, shard, sub_chunk: int | None = None) -> tuple[Array, KVCache]:
+    """Writes a chunk [B, T] at slot cache.index; returns the logits [B, V] at column `last_col`.
+
+    With `sub_chunk` C dividing T (and smaller), the chunk goes through the model C tokens at a
+    time in a scan, each piece written into the cache before the next attends to it: the same
+    result, with attention temporaries for C query tokens instead of T.
+    """
     _TRACES["prefill"] += 1
     with _scope(shard):
         model = Transformer(config)
-        hidden, cache = model.apply({"params": params}, tokens, positions, valid, cache, return_hidden=True)
-        last = jax.lax.dynamic_index_in_dim(hidden, last_col, axis=1, keepdims=True)
+        b, t = tokens.shape
+        if sub_chunk is None or t <= sub_chunk or t % sub_chunk:
+            hidden, cache = model.apply({"params": params}, tokens, positions, valid, cache, return_hidden=True)
+            last = jax.lax.dynamic_index_in_dim(hidden, last_col, axis=1, keepdims=True)
+        else:
+            pieces = t // sub_chunk
+
+            def split(x: Array) -> Array:  # [B, T] -> [T / C, B, C]
+                return x.reshape(b, pieces, sub_chunk).swapaxes(0, 1)
+
+            def body(carry, xs):
+                cache, last = carry
+                i, tok, pos, val = xs
+                hidden, cache = model.apply({"params": params}, tok, pos, val, cache, return_hidden=True)
+                here = jax.lax.dynamic_index_in_dim(hidden, last_col % sub_chunk, axis=1, keepdims=True)
+                last = jnp.where(i == last_col // sub_chunk, here.astype(last.dtype), last)
+                return (_constrain_cache(cache, shard), last), None
+
+            last = jnp.zeros((b, 1, config.d_model), jnp.dtype(config.dtype))
+            xs = (jnp.arange(pieces), split(tokens), split(positions), split(valid))
+            (cache, last), _ = jax.lax.scan(body, (cache, last), xs)
         logits = model.apply({"params": params}, last, method=Transformer.logits)[:, 0]
         return logits, _constrain_cache(cache, shard)
 
 
-def _decode_segment(state: DecodeState, params, *, config: ModelConfig, settings: SamplingConfig,
+def _decode_segment(state: DecodeState, params, *, window: int, config: ModelConfig, settings: SamplingConfig,
                     shard) -> DecodeState:
-    """Runs decode steps while some row is live, steps remain and the next slot is in the cache."""
+    """Runs decode steps attending to the first `window` slots while some row is live, steps remain
+    and the next slot is below the window."""
     model = Transformer(config)
     stop_ids = jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
 
     def cond(s: DecodeState):
-        return (s.step < settings.max_new_tokens) & (s.cache.index < s.cache.max_len) & ~jnp.all(s.done)
+        return (s.step < settings.max_new_tokens) & (s.cache.index < window) & ~jnp.all(s.done)
 
     def body(s: DecodeState) -> DecodeState:
         rng, key = (s.rng, None) if settings.greedy else jax.random.split(s.rng)
@@ -221,7 +251,7 @@ def _decode_segment(state: DecodeState, params, *, config: ModelConfig, settings
         # Every sampled token goes into the cache (invalid for finished rows), so the next chunk of
         # a conversation can follow straight on.
         logits, cache = model.apply({"params": params}, token[:, None], s.positions[:, None], live[:, None],
-                                    s.cache)
+                                    s.cache, window=window)
         return DecodeState(
             cache=_constrain_cache(cache, shard),
             logits=logits[:, 0],
@@ -242,22 +272,6 @@ def _windows(cache_len: int, block: int | None) -> list[int]:
     if block is None or block >= cache_len:
         return [cache_len]
     return list(range(block, cache_len, block)) + [cache_len]
-
-
-def _window(cache: KVCache, length: int) -> KVCache:
-    return KVCache(k=cache.k[:, :, :, :length], v=cache.v[:, :, :, :length], positions=cache.positions[:, :length],
-                   valid=cache.valid[:, :length], index=cache.index)
-
-
-def _merge_window(cache: KVCache, window: KVCache) -> KVCache:
-    if window.max_len == cache.max_len:
-        return window
-    return KVCache(
-        k=jax.lax.dynamic_update_slice_in_dim(cache.k, window.k, 0, axis=3),
-        v=jax.lax.dynamic_update_slice_in_dim(cache.v, window.v, 0, axis=3),
-        positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, window.positions, 0, axis=1),
-        valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, window.valid, 0, axis=1),
-        index=window.index)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "settings", "shard"), donate_argnames=("cache",))
@@ -285,10 +299,7 @@ def _decode(params, cache: KVCache, logits: Array, positions: Array, done: Array
             rng=rng,
         )
         for window in _windows(cache.max_len, settings.attention_block):
-            full = state.cache
-            state = state.replace(cache=_window(full, window))
-            state = _decode_segment(state, params, config=config, settings=settings, shard=shard)
-            state = state.replace(cache=_constrain_cache(_merge_window(full, state.cache), shard))
+            state = _decode_segment(state, params, window=window, config=config, settings=settings, shard=shard)
         return state
 
 
@@ -360,15 +371,16 @@ class Sampler:
         return _new_cache(config=self.config, batch=batch, length=length, shard=self.shard)
 
     def prefill(self, params: Any, cache: KVCache, tokens: np.ndarray, positions: np.ndarray, valid: np.ndarray,
-                last_col: int | None = None) -> tuple[Array, KVCache]:
+                last_col: int | None = None, sub_chunk: int | None = None) -> tuple[Array, KVCache]:
         """Writes a chunk [B, T] at slot `cache.index` (the cache is donated).
 
         Returns the logits [B, V] at column `last_col` (default: the last column, which holds each
-        row's last token when the chunk is left-padded) and the new cache.
+        row's last token when the chunk is left-padded) and the new cache. `sub_chunk`: run the
+        model on that many tokens at a time (`SamplingConfig.prefill_chunk`; same result).
         """
         last_col = tokens.shape[1] - 1 if last_col is None else last_col
         return _prefill(params, cache, self._put(tokens), self._put(positions), self._put(valid),
-                        jnp.asarray(last_col, jnp.int32), config=self.config, shard=self.shard)
+                        jnp.asarray(last_col, jnp.int32), config=self.config, shard=self.shard, sub_chunk=sub_chunk)
 
     def decode(self, params: Any, cache: KVCache, logits: Array, positions: np.ndarray, settings: SamplingConfig,
                rng: Array, done: np.ndarray | None = None) -> tuple[Generation, KVCache]:
@@ -415,7 +427,7 @@ class Sampler:
         tokens, valid = pad_left(prompts, length, settings.pad_id)
         positions = chunk_positions(valid, np.zeros((len(prompts),), np.int32))
         cache = self.new_cache(len(prompts), length + settings.max_new_tokens + extra_slots)
-        logits, cache = self.prefill(params, cache, tokens, positions, valid)
+        logits, cache = self.prefill(params, cache, tokens, positions, valid, sub_chunk=settings.prefill_chunk)
         return logits, cache, (tokens, positions, valid)
 
     def generate(self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig,

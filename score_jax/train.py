@@ -262,7 +262,8 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             user_turns = [setup.task.preset.first_turn(ex) for ex in examples]
             rng = jax.random.fold_in(jax.random.key(config.seed), step)
             episode = sampler.sample(state.params, user_turns, setup.task.preset.correction_instruction,
-                                     num_samples=rl.samples_per_prompt, num_attempts=num_attempts, rng=rng)
+                                     num_samples=rl.samples_per_prompt, num_attempts=num_attempts, rng=rng,
+                                     batches=rl.get("sampling_batches", 1))
             t_sample = time.perf_counter()
 
             row_examples = [examples[i] for i in episode.prompt_index]
@@ -333,7 +334,7 @@ def _sampling_config(config, setup: Setup):
         max_new_tokens=config.rl.max_new_tokens, temperature=config.rl.temperature,
         top_k=config.rl.top_k or None, top_p=config.rl.top_p if config.rl.top_p < 1 else None,
         stop_token_ids=setup.template.stop_ids(setup.tokenizer), length_buckets=tuple(config.rl.prompt_buckets),
-        pad_id=setup.tokenizer.pad_id)
+        pad_id=setup.tokenizer.pad_id, prefill_chunk=config.rl.get("prefill_chunk", 0) or None)
 
 
 def _train_batch(episode, advantages: np.ndarray, setup: Setup, width_multiple: int = 32) -> dict:

@@ -88,6 +88,9 @@ def tiny():
     ("model.tokenizer", "/nonexistent/tokenizer.model", "does not exist"),
     ("rl.init_from", "/nonexistent/ckpt", "rl.init_from='/nonexistent/ckpt' does not exist"),
     ("model.attention_impl", "flash", "model.attention_impl='flash' is unknown"),
+    ("rl.sampling_batches", 3, "rl.sampling_batches=3 must be >= 1 and divide"),
+    ("rl.sampling_batches", 0, "rl.sampling_batches=0 must be >= 1"),
+    ("rl.prefill_chunk", -1, "rl.prefill_chunk=-1 must be >= 0"),
     ("model.attention_impl", "cudnn", "needs model.dtype='bfloat16'"),
 ])
 def test_invalid_settings_are_rejected_with_a_message(field, value, message):

@@ -92,6 +92,27 @@ def test_cache_matches_full_forward(params, episode):
     np.testing.assert_allclose(episode.logprobs[:, 1:][mask], picked[mask], atol=1e-4)
 
 
+def test_sampling_in_groups_concatenates_the_same_episodes(params):
+    """batches=2 samples problems [0, 2) then [2, 4): greedy episodes equal one pass, row for row."""
+    sampler = EpisodeSampler(CONFIG, TOK, TEMPLATE, SETTINGS.replace(greedy=True))
+    whole = sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(1), num_samples=2)
+    grouped = sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(1), num_samples=2, batches=2)
+    np.testing.assert_array_equal(grouped.prompt_index, whole.prompt_index)
+    assert grouped.texts == whole.texts
+    np.testing.assert_array_equal(grouped.lengths, whole.lengths)
+    np.testing.assert_array_equal(grouped.truncated, whole.truncated)
+    for r in range(len(whole.prompt_index)):  # the same tokens in the same order, slots aside
+        for ep_a, ep_b in ((grouped, whole),):
+            a, b = ep_a.valid[r], ep_b.valid[r]
+            np.testing.assert_array_equal(ep_a.tokens[r, a], ep_b.tokens[r, b])
+            np.testing.assert_array_equal(ep_a.positions[r, a], ep_b.positions[r, b])
+            for k in range(2):
+                np.testing.assert_array_equal(ep_a.attempt_masks[k, r, a], ep_b.attempt_masks[k, r, b])
+            np.testing.assert_allclose(ep_a.logprobs[r, a], ep_b.logprobs[r, b], atol=1e-5)
+    with pytest.raises(ValueError, match="batches=3 must be >= 1 and divide the 4 problems"):
+        sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(1), batches=3)
+
+
 def test_reprefill_and_more_attempts(params):
     sampler = EpisodeSampler(CONFIG, TOK, TEMPLATE, SETTINGS.replace(greedy=True))
     kwargs = dict(rng=jax.random.key(0), num_samples=2, num_attempts=3)

@@ -59,6 +59,33 @@ def test_attention_windows_do_not_change_results(params):
     np.testing.assert_allclose(whole.logprobs, windowed.logprobs, atol=1e-5)
 
 
+def test_prefill_in_sub_chunks_equals_one_pass(params):
+    """A ragged, left-padded 16-token prefill run 4 tokens at a time: same logits, same cache."""
+    prompts = _prompts([3, 9, 14, 16])
+    tokens, valid = sampling.pad_left(prompts, 16, 0)
+    positions = sampling.chunk_positions(valid, np.zeros((4,), np.int32))
+    sampler = sampling.Sampler(CONFIG)
+    out = {}
+    for sub_chunk in (None, 4):
+        for last_col in (15, 6):  # the last column, and one inside an earlier sub-chunk
+            cache = sampler.new_cache(4, 24)
+            logits, cache = sampler.prefill(params, cache, tokens, positions, valid, last_col=last_col,
+                                            sub_chunk=sub_chunk)
+            out[sub_chunk, last_col] = (np.asarray(logits), jax.tree.map(np.asarray, cache))
+    for last_col in (15, 6):
+        (whole, whole_cache), (chunked, chunked_cache) = out[None, last_col], out[4, last_col]
+        rows = valid[:, last_col]  # a padding column's hidden state is whatever a query that sees nothing computes
+        np.testing.assert_allclose(chunked[rows], whole[rows], atol=1e-5)
+        np.testing.assert_array_equal(chunked_cache.valid, whole_cache.valid)
+        np.testing.assert_array_equal(chunked_cache.positions, whole_cache.positions)
+        assert int(chunked_cache.index) == int(whole_cache.index) == 16
+        filled = whole_cache.valid
+        for a, b in ((chunked_cache.k, whole_cache.k), (chunked_cache.v, whole_cache.v)):
+            a, b = (x.transpose(0, 1, 3, 2, 4)[:, filled] for x in (a, b))  # [L, B, K, S, D] -> [L, n, K, D]
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not np.allclose(out[4, 15][0], out[4, 6][0])  # last_col picks a different column
+
+
 def test_ragged_rows_match_rows_alone(params):
     prompts = _prompts([2, 7, 12, 16])
     sampler = sampling.Sampler(CONFIG)

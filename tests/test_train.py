@@ -53,6 +53,7 @@ def run_digits(tmp_path, config):
 def test_stage2_lifts_reward_from_chance(tmp_path):
     config = tiny_config("stage2:30", alpha=0.0, beta1=0.0)
     config.optim.learning_rate = 3e-3
+    config.rl.sampling_batches = 2  # each step's episodes come from two sampling passes
     result = run_digits(tmp_path, config)
     first, last = result.history[0], result.history[-5:]
     assert first["reward/t1"] < 0.3 and first["reward/t2"] < 0.3

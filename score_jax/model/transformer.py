@@ -172,8 +172,11 @@ class Attention(nn.Module):
             cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
             cache_v = jax.lax.dynamic_update_slice(cache_v, value[None].astype(cache_v.dtype), start)
             kv = (cache_k, cache_v)
-            keys = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(cfg.dtype)
-            values = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(cfg.dtype)
+            # Only the first W slots are attended (W = the window the caller asked for; see __call__).
+            _, batch, heads, _, dim = cache_k.shape
+            size = (1, batch, heads, ctx["k_positions"].shape[1], dim)
+            keys = jax.lax.dynamic_slice(cache_k, (layer, 0, 0, 0, 0), size)[0].astype(cfg.dtype)
+            values = jax.lax.dynamic_slice(cache_v, (layer, 0, 0, 0, 0), size)[0].astype(cfg.dtype)
 
         q = q.reshape(b, t, k, h // k, d)
         logits = jnp.einsum("btkgd,bksd->bkgts", q, keys).astype(jnp.float32)
@@ -237,7 +240,10 @@ class Transformer(nn.Module):
     ``__call__(tokens [B,T], positions [B,T], valid [B,T], cache=None)`` returns
     ``(logits [B,T,V] float32, cache)``. Without a cache, the T tokens attend to each other; with
     one, they are written at slots ``[cache.index, cache.index + T)`` and attend to every valid
-    slot, so the same call is both prefill (T = prompt length) and decode (T = 1).
+    slot, so the same call is both prefill (T = prompt length) and decode (T = 1). With
+    ``window=W`` they attend to the first W slots only (W >= cache.index + T: slots past the
+    written ones hold nothing valid), which makes a step's attention cost grow with the filled
+    prefix rather than the whole cache, without copying the cache.
     """
 
     config: ModelConfig
@@ -270,7 +276,7 @@ class Transformer(nn.Module):
                 (cfg.d_model, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
 
     def __call__(self, tokens: Array, positions: Array, valid: Array, cache: KVCache | None = None,
-                 *, return_hidden: bool = False):
+                 *, return_hidden: bool = False, window: int | None = None):
         cfg = self.config
         x = jnp.take(jnp.asarray(self.embedding, cfg.dtype), tokens, axis=0)
         if cfg.scale_embeddings:
@@ -285,7 +291,8 @@ class Transformer(nn.Module):
             start = (0, cache.index)
             k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, start)
             k_valid = jax.lax.dynamic_update_slice(cache.valid, valid.astype(bool), start)
-            ctx.update(k_positions=k_positions, k_valid=k_valid, index=cache.index)
+            width = cache.max_len if window is None else min(window, cache.max_len)
+            ctx.update(k_positions=k_positions[:, :width], k_valid=k_valid[:, :width], index=cache.index)
             kv = (cache.k, cache.v)
 
         if cfg.scan_layers:
@@ -296,7 +303,7 @@ class Transformer(nn.Module):
 
         x = self.final_norm(x)
         if cache is not None:
-            cache = KVCache(k=kv[0], v=kv[1], positions=ctx["k_positions"], valid=ctx["k_valid"],
+            cache = KVCache(k=kv[0], v=kv[1], positions=k_positions, valid=k_valid,
                             index=cache.index + tokens.shape[1])
         if return_hidden:
             return x, cache
