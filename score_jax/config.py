@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.preset = "tiny_llama"  # a name in score_jax.model.PRESETS (ignored when hf_checkpoint is set)
     c.model.hf_checkpoint = ""  # HF-format directory (config.json + safetensors) to start from; "" = random init
     c.model.tokenizer = "byte"  # "byte", a SentencePiece .model, a tokenizer.json, a directory holding one, or "" = hf_checkpoint's
-    c.model.chat_template = ""  # chat template name; "" = the model family's own
+    c.model.chat_template = ""  # gemma, llama3, llama3.1, qwen2, compact; "" = the checkpoint's own (by family)
     c.model.param_dtype = "float32"  # float32 or bfloat16: dtype parameters are stored in
     c.model.dtype = "float32"  # float32 or bfloat16: dtype of activations and matmuls
     c.model.reference_dtype = "float32"  # dtype of the frozen reference copy (bfloat16 halves its memory)

@@ -238,6 +238,15 @@ class ChatTemplate:
         return tok.encode(text, add_bos=self.add_bos)
 
 
+_LLAMA3 = dict(user_open="<|start_header_id|>user<|end_header_id|>\n\n", user_close="<|eot_id|>",
+               model_open="<|start_header_id|>assistant<|end_header_id|>\n\n", model_close="<|eot_id|>",
+               end_of_turn="<|eot_id|>")
+# Llama 3.1 / 3.2 Instruct templates always open with a system turn stating the knowledge cut-off
+# and a date (theirs defaults to 26 Jul 2024 when the caller passes none; fixed here, so prompts
+# are reproducible).
+_LLAMA31_PREAMBLE = ("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                     "Today Date: 26 Jul 2024\n\n<|eot_id|>")
+
 _GEMMA = ChatTemplate(
     name="gemma", user_open="<start_of_turn>user\n", user_close="<end_of_turn>\n",
     model_open="<start_of_turn>model\n", model_close="<end_of_turn>\n", end_of_turn="<end_of_turn>")
@@ -245,10 +254,8 @@ _GEMMA = ChatTemplate(
 CHAT_TEMPLATES = {
     "gemma": _GEMMA,
     "gemma2": _GEMMA,
-    "llama3": ChatTemplate(
-        name="llama3", user_open="<|start_header_id|>user<|end_header_id|>\n\n", user_close="<|eot_id|>",
-        model_open="<|start_header_id|>assistant<|end_header_id|>\n\n", model_close="<|eot_id|>",
-        end_of_turn="<|eot_id|>"),
+    "llama3": ChatTemplate(name="llama3", **_LLAMA3),
+    "llama3.1": ChatTemplate(name="llama3.1", **_LLAMA3, preamble=_LLAMA31_PREAMBLE),
     # One special token per turn boundary (roles alternate): the byte tokenizer's short format
     # for the offline demo, where every token of a tiny CPU run counts.
     "compact": ChatTemplate(
@@ -277,3 +284,35 @@ def template_for_family(family: str) -> ChatTemplate:
     if family not in _FAMILY_TEMPLATES:
         raise ValueError(f"no chat template for model family {family!r}; known: {sorted(_FAMILY_TEMPLATES)}")
     return CHAT_TEMPLATES[_FAMILY_TEMPLATES[family]]
+
+
+def template_for_checkpoint(directory: str, family: str) -> ChatTemplate:
+    """The family's template, refined by the checkpoint's own Jinja template when it has one.
+
+    Llama 3.1 and 3.2 Instruct share Llama 3's turns but open every conversation with a dated
+    system turn; their Jinja template (``chat_template.jinja``, or ``chat_template`` in
+    ``tokenizer_config.json``) is recognised by that text.
+    """
+    template = template_for_family(family)
+    if family != "llama":
+        return template
+    return CHAT_TEMPLATES["llama3.1"] if "Cutting Knowledge Date" in _checkpoint_jinja(directory) else template
+
+
+def _checkpoint_jinja(directory: str) -> str:
+    """The checkpoint's chat template source ("" when it has none)."""
+    path = os.path.join(directory, "chat_template.jinja")
+    try:
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        path = os.path.join(directory, "tokenizer_config.json")
+        if not os.path.isfile(path):
+            return ""
+        with open(path, encoding="utf-8") as f:
+            jinja = json.load(f).get("chat_template") or ""
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable tokenizer config ({e})") from e
+    if isinstance(jinja, list):  # [{"name": ..., "template": ...}, ...]
+        jinja = " ".join(str(t.get("template", "")) for t in jinja if isinstance(t, dict))
+    return str(jinja)

@@ -134,14 +134,17 @@ def checkpoint_dir(config, workdir: str) -> str:
 
 
 def _chat_template(config, model_config: ModelConfig) -> ChatTemplate:
-    """The configured template; else the byte tokenizer's (gemma-style turns) or the family's own."""
+    """The configured template; else the byte tokenizer's (gemma-style turns) or the checkpoint's own
+    (its family's, told apart by the tokenizer's Jinja template where families have variants)."""
     from score_jax import tokenizer as tok_lib
 
     if config.model.chat_template:
         return get_chat_template(config.model.chat_template)
     if config.model.tokenizer == "byte":
         return get_chat_template("gemma")
-    return tok_lib.template_for_family(model_config.family)
+    source = config.model.tokenizer or config.model.hf_checkpoint
+    directory = source if os.path.isdir(source) else os.path.dirname(source)
+    return tok_lib.template_for_checkpoint(directory, model_config.family)
 
 
 # ---------------------------------------------------------------------------------------------

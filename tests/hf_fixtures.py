@@ -111,6 +111,13 @@ LLAMA3_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
     "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+# Llama 3.1 / 3.2 Instruct: a dated system turn first, whatever the messages.
+LLAMA31_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% set today = date_string if date_string is defined else '26 Jul 2024' %}"
+    "{{ '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ' + today"
+    " + '\n\n<|eot_id|>' }}{% for m in messages %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
     "{{ '<start_of_turn>' + role + '\n' + m['content'] | trim + '<end_of_turn>\n' }}"
@@ -134,12 +141,12 @@ def _byte_level_bpe(special_tokens: list[str]):
     return tok
 
 
-def llama3_style_tokenizer(directory: str) -> transformers.PreTrainedTokenizerBase:
+def llama3_style_tokenizer(directory: str, chat_template: str = LLAMA3_CHAT_TEMPLATE) -> transformers.PreTrainedTokenizerBase:
     """A byte-level BPE tokenizer with Llama 3's special tokens and chat format, saved to `directory`."""
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tok = transformers.PreTrainedTokenizerFast(
         tokenizer_object=_byte_level_bpe(specials), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-        chat_template=LLAMA3_CHAT_TEMPLATE)
+        chat_template=chat_template)
     tok.save_pretrained(directory)
     return tok
 

@@ -14,6 +14,7 @@ def tokenizers_dir(tmp_path_factory):
     """One directory per style, each with the transformers files (and tokenizer.model for gemma)."""
     root = tmp_path_factory.mktemp("tokenizers")
     hf = {name: getattr(fx, f"{name}_style_tokenizer")(str(root / name)) for name in ("llama3", "qwen2", "gemma")}
+    hf["llama31"] = fx.llama3_style_tokenizer(str(root / "llama31"), fx.LLAMA31_CHAT_TEMPLATE)
     return root, hf
 
 
@@ -67,11 +68,11 @@ def _ours_and_theirs(tokenizers_dir, style, family):
     toks = [tk.load_tokenizer(str(root / style))]
     if style == "gemma":  # both of Gemma's files must give the same ids
         toks.append(tk.SentencePieceTokenizer(str(root / style / "tokenizer.model")))
-    return tk.template_for_family(family), toks, hf[style]
+    return tk.template_for_checkpoint(str(root / style), family), toks, hf[style]
 
 
-@pytest.mark.parametrize("style,family", [("llama3", "llama"), ("gemma", "gemma"), ("gemma", "gemma2"),
-                                          ("qwen2", "qwen2")])
+@pytest.mark.parametrize("style,family", [("llama3", "llama"), ("llama31", "llama"), ("gemma", "gemma"),
+                                          ("gemma", "gemma2"), ("qwen2", "qwen2")])
 def test_chat_template_matches_apply_chat_template(tokenizers_dir, style, family):
     template, toks, hf = _ours_and_theirs(tokenizers_dir, style, family)
     for tok in toks:
@@ -104,6 +105,16 @@ def test_qwen2_template_inserts_default_system_turn(tokenizers_dir):
     assert tok.bos_id is None and not template.add_bos
     assert tok.decode(template.prompt(tok, "hi")).startswith(
         "system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\nuser\nhi")
+
+
+def test_llama31_checkpoints_get_the_dated_system_turn(tokenizers_dir, tmp_path):
+    root, _ = tokenizers_dir
+    assert tk.template_for_checkpoint(str(root / "llama31"), "llama").name == "llama3.1"
+    assert tk.template_for_checkpoint(str(root / "llama3"), "llama").name == "llama3"
+    assert tk.template_for_checkpoint(str(tmp_path), "llama").name == "llama3"  # no tokenizer_config.json
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="tokenizer_config.json: not a readable tokenizer config"):
+        tk.template_for_checkpoint(str(tmp_path), "llama")
 
 
 def test_template_lookup():
