@@ -199,7 +199,8 @@ class ChatTemplate:
     A conversation renders as ``bos + preamble + (user_open + text + user_close + model_open +
     reply + model_close)*``; `end_of_turn` is the special token the model emits to end its reply;
     `preamble` is what the template puts before the first turn when no system message is given.
-    Turn texts are used as given (the HF templates of Llama 3 and Gemma strip them).
+    With `trim_turns` (Llama 3, Gemma: their HF templates apply Jinja's ``trim``), user turns
+    lose leading and trailing whitespace, as do model turns re-rendered by `conversation`.
     """
 
     name: str
@@ -210,15 +211,19 @@ class ChatTemplate:
     end_of_turn: str
     add_bos: bool = True
     preamble: str = ""
+    trim_turns: bool = False
+
+    def _turn(self, text: str) -> str:
+        return text.strip() if self.trim_turns else text
 
     def prompt(self, tok: Tokenizer, user_text: str) -> list[int]:
         """BOS, the preamble, the first user turn, and the opener of the model's reply."""
-        text = self.preamble + self.user_open + user_text + self.user_close + self.model_open
+        text = self.preamble + self.user_open + self._turn(user_text) + self.user_close + self.model_open
         return tok.encode(text, add_bos=self.add_bos)
 
     def continuation(self, tok: Tokenizer, user_text: str, closed: bool) -> list[int]:
         """After a model reply: close it (unless `closed`), a user turn, the next model opener."""
-        text = self.user_open + user_text + self.user_close + self.model_open
+        text = self.user_open + self._turn(user_text) + self.user_close + self.model_open
         close = self.model_close[len(self.end_of_turn):] if closed else self.model_close
         return tok.encode(close + text)
 
@@ -232,6 +237,7 @@ class ChatTemplate:
         """Token ids of alternating user/model turns (user first), as a family's template renders."""
         text = self.preamble
         for i, turn in enumerate(turns):
+            turn = self._turn(turn)
             text += (self.user_open + turn + self.user_close) if i % 2 == 0 else (turn + self.model_close)
             if i % 2 == 0 and (add_generation_prompt or i + 1 < len(turns)):
                 text += self.model_open
@@ -240,7 +246,7 @@ class ChatTemplate:
 
 _LLAMA3 = dict(user_open="<|start_header_id|>user<|end_header_id|>\n\n", user_close="<|eot_id|>",
                model_open="<|start_header_id|>assistant<|end_header_id|>\n\n", model_close="<|eot_id|>",
-               end_of_turn="<|eot_id|>")
+               end_of_turn="<|eot_id|>", trim_turns=True)
 # Llama 3.1 / 3.2 Instruct templates always open with a system turn stating the knowledge cut-off
 # and a date (theirs defaults to 26 Jul 2024 when the caller passes none; fixed here, so prompts
 # are reproducible).
@@ -249,7 +255,8 @@ _LLAMA31_PREAMBLE = ("<|start_header_id|>system<|end_header_id|>\n\nCutting Know
 
 _GEMMA = ChatTemplate(
     name="gemma", user_open="<start_of_turn>user\n", user_close="<end_of_turn>\n",
-    model_open="<start_of_turn>model\n", model_close="<end_of_turn>\n", end_of_turn="<end_of_turn>")
+    model_open="<start_of_turn>model\n", model_close="<end_of_turn>\n", end_of_turn="<end_of_turn>",
+    trim_turns=True)
 
 CHAT_TEMPLATES = {
     "gemma": _GEMMA,

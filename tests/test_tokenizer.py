@@ -6,7 +6,8 @@ import hf_fixtures as fx
 from score_jax import tokenizer as tk
 
 TEXTS = ["What is 2 + 3?", "Let me check my work again:\n  x = 3, so 3x + 1 = 10.", "héllo wörld ∑ 🙂", ""]
-TURNS = ["What is 2 + 3?", "The answer is 6.", "There might be an error. Check again.", "It is 5."]
+# Surrounding whitespace too: Llama 3's and Gemma's templates trim turns, Qwen2.5's does not.
+TURNS = ["What is 2 + 3?\n", "The answer is 6.", "  There might be an error. Check again.", "It is 5. "]
 
 
 @pytest.fixture(scope="module")
