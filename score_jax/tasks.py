@@ -12,9 +12,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
-from score_jax import data
+from score_jax import data, distributed
 
 Example = dict[str, Any]
 
@@ -51,6 +52,29 @@ def build_task(config, data_dir: str | None = None) -> Task:
     if cfg.benchmark == "code":
         return _code_task(cfg, data_dir)
     raise ValueError(f"data.benchmark={cfg.benchmark!r} is unknown; use math, code or synthetic")
+
+
+def build_task_on_all_processes(config, data_dir: str | None = None) -> Task:
+    """`build_task` on every process of a multi-process job, building datasets once.
+
+    Process 0 builds (or finds) the datasets first and the others load them afterwards, so
+    processes never write one shared data directory (a run directory on GCS or NFS) at the same
+    time; where each host has its own disk, the others then build their own copies. Collective:
+    when process 0 fails, every process raises instead of waiting for it.
+    """
+    if jax.process_count() == 1:
+        return build_task(config, data_dir)
+    task, error = None, None
+    if jax.process_index() == 0:
+        try:
+            task = build_task(config, data_dir)
+        except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
+            error = e
+    if distributed.any_process(error is not None):
+        if error is not None:
+            raise error
+        raise data.DataError("process 0 could not build the datasets (its log says why); stopping here too")
+    return task if task is not None else build_task(config, data_dir)
 
 
 def _load(spec: str, cfg, data_dir) -> data.Source:

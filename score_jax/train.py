@@ -124,7 +124,7 @@ def build(config, workdir: str) -> Setup:
     template = _chat_template(config, model_config)
     ref_config = reference_config(config, model_config)
     ref_params = reference_copy(params, config.model.reference_dtype)
-    task = tasks.build_task(config, data_dir=os.path.join(workdir, "tfds"))
+    task = tasks.build_task_on_all_processes(config, data_dir=os.path.join(workdir, "tfds"))
     return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
 
 
