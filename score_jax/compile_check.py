@@ -7,7 +7,8 @@ reserving a pod.
 Compiles, without running or allocating them, the three programs a training step runs: the train
 step (policy and reference log-probs, KL, policy gradient, optax update; arguments as
 `score_jax.train.run` passes them) and the sampler's prompt prefill and decode loop, at the
-config's largest shapes (global batch, largest prompt bucket, every attempt's token budget).
+config's largest shapes (global batch for the train step, one `rl.sampling_batches` group for
+sampling, largest prompt bucket, every attempt's token budget).
 Arguments are `jax.ShapeDtypeStruct`s carrying the mesh shardings, so each program is
 partitioned exactly as in a run. For each it prints the compile time and the memory per device
 the compiler reports (arguments, outputs, temporaries; sampling also counts the optimizer state
