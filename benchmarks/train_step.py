@@ -85,7 +85,7 @@ def main():
         return out["loss/pg"]
 
     step_s = _time(run_step)
-    step_flops = 4.0 * config.flops_per_token(t / 2) * b * t
+    step_flops = step_lib.step_flops(config, b, t)
 
     x = jnp.asarray(rng.normal(size=(b * t, config.d_model)), args.dtype)
     w = jnp.asarray(rng.normal(size=(config.d_model, config.mlp_dim)), args.dtype)

@@ -12,6 +12,7 @@ import os
 
 import ml_collections
 
+from score_jax.model.config import ATTENTION_IMPLS
 from score_jax.rl import estimators, objectives
 
 
@@ -209,8 +210,8 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
         raise ConfigError(f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
                           f"into optim.num_microbatches={config.optim.num_microbatches}")
     impl = config.model.get("attention_impl", "xla")
-    if impl not in ("xla", "cudnn"):
-        raise ConfigError(f"model.attention_impl={impl!r} is unknown; choose 'xla' or 'cudnn'")
+    if impl not in ATTENTION_IMPLS:
+        raise ConfigError(f"model.attention_impl={impl!r} is unknown; choose one of {ATTENTION_IMPLS}")
     if impl == "cudnn" and config.model.dtype == "float32":
         raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's fused attention "
                           "has no float32 kernel)")

@@ -402,10 +402,9 @@ class Sampler:
         state = _decode(params, cache, logits, self._put(positions), self._put(done), rng,
                         config=self.config, settings=settings, shard=self.shard)
         tokens, logprobs, lengths = (self._get(x) for x in (state.tokens, state.logprobs, state.lengths))
-        steps = int(state.step)
         mask = np.arange(settings.max_new_tokens)[None, :] < lengths[:, None]
         gen = Generation(tokens=tokens, logprobs=logprobs, mask=mask, lengths=lengths, truncated=~done,
-                         start=start, steps=int(steps))
+                         start=start, steps=int(state.step))
         gen.truncated &= ~((lengths > 0) & np.isin(gen.last_tokens, settings.stop_token_ids))
         return gen, state.cache
 

@@ -294,7 +294,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
 
             step_metrics = _step_metrics(setup, episode, rewards, returns, advantages, step_out,
                                          times=(t_sample - t0, t_grade - t_sample, t_train - t_grade),
-                                         stage_index=stage_index)
+                                         stage_index=stage_index, train_width=int(batch["tokens"].shape[1]))
             history.append({"step": step + 1, **step_metrics})
             if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
                 writer.write(step + 1, step_metrics, prefix="train/")
@@ -378,8 +378,12 @@ def _sequence_kl(setup: Setup, episode, score) -> np.ndarray:
     return np.einsum("kbt,bt->kb", np.asarray(episode.attempt_masks, np.float64), per_token)
 
 
-def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, times, stage_index) -> dict:
-    """Metrics of the whole global batch (rows gathered from every process), the same on every process."""
+def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, times, stage_index,
+                  train_width: int) -> dict:
+    """Metrics of the whole global batch (rows gathered from every process), the same on every process.
+
+    `train_width`: token slots per row in the train step (the episode's used slots, bucketed).
+    """
 
     def gather(rows, axis=1):
         return distributed.gather_rows(rows, setup.mesh, setup.rules, axis=axis)
@@ -410,9 +414,7 @@ def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, time
     tokens = float(np.sum(lengths))
     m.update({"time/sample_s": sample_s, "time/grade_s": grade_s, "time/train_s": train_s,
               "throughput/sampled_tok_s": tokens / max(sample_s, 1e-9)})
-    seq = int(np.asarray(episode.tokens).shape[1])
-    train_tokens = float(lengths.shape[1] * seq)
-    flops = 4.0 * setup.model_config.flops_per_token(seq) * train_tokens  # fwd+bwd (3x) + reference fwd (1x)
+    flops = step_lib.step_flops(setup.model_config, lengths.shape[1], train_width)
     m["throughput/train_flops_per_s"] = flops / max(train_s, 1e-9)
     peak = float(setup.config.get("peak_flops_per_device", 0.0) or 0.0)
     if peak:

@@ -185,6 +185,13 @@ def train_step(state: TrainState, ref_params: Any, batch: dict, kl_weights: Arra
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
+def step_flops(config: ModelConfig, batch: int, seq: int) -> float:
+    """Model FLOPs of one train step on [batch, seq] tokens: policy forward and backward (3x the
+    forward) plus the reference forward (1x); causal attention over seq / 2 keys on average.
+    Rematerialised recomputation is not counted (MFU convention)."""
+    return 4.0 * config.flops_per_token(seq / 2) * batch * seq
+
+
 def make_train_step(config: ModelConfig, ref_config: ModelConfig, tx: optax.GradientTransformation, *,
                     kl_estimator: str = "k3", kl_in_loss: bool = True, num_microbatches: int = 1,
                     state_shardings: Any = None, ref_shardings: Any = None, batch_sharding: Any = None,
