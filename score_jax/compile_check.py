@@ -37,7 +37,6 @@ import dataclasses
 import functools
 import math
 import time
-import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from score_jax import config as config_lib
-from score_jax import data, sampling, sharding, train
+from score_jax import episodes, run_setup, sampling, sharding
 from score_jax.model import init_params
 from score_jax.model.transformer import param_shardings
 from score_jax.rl import objectives
@@ -182,32 +181,28 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     config_lib.validate(_without_data_paths(config), num_devices=len(devices), process_count=processes)
     mesh = sharding.make_mesh(config.mesh.shape, devices)
     rules = sharding.resolve_rules(config.mesh.rules)
-    tokenizer, _ = train.build_tokenizer(config)
-    policy = train.policy_config(config, tokenizer)
-    reference = train.reference_config(config, policy)
-    template = train._chat_template(config, policy)  # noqa: SLF001 - the trainer's own choice of template
-    settings = train._sampling_config(config, types.SimpleNamespace(template=template, tokenizer=tokenizer))  # noqa: SLF001
+    tokenizer = run_setup.build_tokenizer(config)
+    policy = run_setup.policy_config(config, tokenizer)
+    reference = run_setup.reference_config(config, policy)
+    template = run_setup.chat_template(config, policy)
+    settings = run_setup.sampling_config(config, template, tokenizer)
 
     rl = config.rl
     schedule = config_lib.stage_schedule(config)
     attempts = max(objectives.num_attempts_trained(stage, rl.num_attempts) for stage, _ in schedule)
     rows = rl.prompts_per_step * rl.samples_per_prompt
-    sample_rows = rows // rl.get("sampling_batches", 1)  # the sampler's batch: one group of prompts
+    sample_rows = rows // rl.sampling_batches  # the sampler's batch: one group of prompts
     prompt_len = max(settings.length_buckets)
-    instruction = _correction_instruction(config)
-    chunk_len = settings.bucket(max(len(template.continuation(tokenizer, instruction, closed))
-                                    for closed in (False, True))) if attempts > 1 else 0
-    slots = prompt_len + attempts * rl.max_new_tokens + (attempts - 1) * chunk_len
-    width = -(-slots // 32) * 32  # as score_jax.train._train_batch rounds the used slots
+    sampler = episodes.EpisodeSampler(policy, tokenizer, template, settings, mesh=mesh, rules=rules)
+    chunk_len = sampler.instruction_chunk_len(run_setup.correction_instruction(config), attempts)
+    slots = episodes.cache_slots(prompt_len, attempts, rl.max_new_tokens, chunk_len)
+    width = episodes.train_width(slots)  # every slot used: the widest train batch
 
     params = _abstract(jax.eval_shape(functools.partial(init_params, policy), jax.random.key(0)),
                        param_shardings(policy, mesh, rules))
     ref_params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(config.model.reference_dtype),
                                                              sharding=p.sharding), params)
-    total_steps = sum(n for _, n in schedule)
-    tx = step_lib.make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, total_steps,
-                                 config.optim.schedule, config.optim.b1, config.optim.b2, config.optim.weight_decay,
-                                 config.optim.grad_clip_norm or None)
+    tx = run_setup.optimizer(config)
     init_fn = step_lib.make_init_fn(tx, _shardings(params))
     state = _abstract(jax.eval_shape(init_fn, params), init_fn.lower(params).compile().output_shardings)
 
@@ -223,7 +218,7 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         policy, reference, tx, kl_estimator=rl.kl_estimator, kl_in_loss=not rl.kl_in_reward,
         num_microbatches=config.optim.num_microbatches, state_shardings=_shardings(state),
         ref_shardings=_shardings(ref_params), batch_sharding=_shardings(batch),
-        logits_chunk_tokens=config.optim.get("logits_chunk_tokens", 0))
+        logits_chunk_tokens=config.optim.logits_chunk_tokens)
     with sharding.use_sharding(mesh, rules):
         compiled, seconds = _compile("train_step", lambda: step_fn.lower(
             state, ref_params, batch, jax.ShapeDtypeStruct((attempts,), jnp.float32)))
@@ -233,11 +228,11 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     # Sampling runs while the optimizer state and the reference parameters stay on the device.
     resident = _bytes_per_device(state.opt_state) + _bytes_per_device(ref_params)
     shard = sharding.ShardingContext(mesh, rules)
-    cache_fn = sampling._new_cache.lower(config=policy, batch=sample_rows, length=slots, shard=shard).compile()  # noqa: SLF001
-    cache = _abstract(jax.eval_shape(functools.partial(sampling._new_cache, config=policy, batch=sample_rows,  # noqa: SLF001
+    cache_fn = sampling.empty_cache.lower(config=policy, batch=sample_rows, length=slots, shard=shard).compile()
+    cache = _abstract(jax.eval_shape(functools.partial(sampling.empty_cache, config=policy, batch=sample_rows,
                                                        length=slots, shard=shard)), cache_fn.output_shardings)
     prompt = [_rows((sample_rows, prompt_len), dtype, mesh, rules) for dtype in (jnp.int32, jnp.int32, jnp.bool_)]
-    compiled, seconds = _compile("prefill", lambda: sampling._prefill.lower(  # noqa: SLF001
+    compiled, seconds = _compile("prefill", lambda: sampling.prefill_step.lower(
         params, cache, *prompt, jax.ShapeDtypeStruct((), jnp.int32), config=policy, shard=shard,
         sub_chunk=settings.prefill_chunk))
     reports.append(_report("prefill", f"{sample_rows} rows x {prompt_len} prompt tokens into {slots} cache slots", compiled,
@@ -245,7 +240,7 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     logits_sharding, cache_shardings = compiled.output_shardings
     logits = jax.ShapeDtypeStruct((sample_rows, policy.vocab_size), jnp.float32, sharding=logits_sharding)
     cache = _abstract(cache, cache_shardings)
-    compiled, seconds = _compile("decode", lambda: sampling._decode.lower(  # noqa: SLF001
+    compiled, seconds = _compile("decode", lambda: sampling.decode_loop.lower(
         params, cache, logits, _rows((sample_rows,), jnp.int32, mesh, rules), _rows((sample_rows,), jnp.bool_, mesh, rules),
         jax.eval_shape(jax.random.key, 0), config=policy, settings=settings, shard=shard))
     reports.append(_report("decode", f"{sample_rows} rows x {rl.max_new_tokens} new tokens in {slots} cache slots", compiled,
@@ -266,14 +261,6 @@ def enforce_limit(report: Report) -> None:
             "shard more (a larger fsdp axis, mesh.rules=fsdp_tensor), store parameters in bfloat16 "
             "(model.param_dtype, model.reference_dtype), use optim.num_microbatches or model.remat_policy for the "
             "train step, or fewer rl.prompts_per_step / rl.max_new_tokens")
-
-
-def _correction_instruction(config) -> str:
-    """The correction instruction `score_jax.tasks.build_task` would use (without reading data)."""
-    if config.data.benchmark == "synthetic":
-        return data.get_preset("synthetic", "synthetic").correction_instruction
-    task = {"math": "math", "code": "humaneval"}[config.data.benchmark]  # MBPP and HumanEval share it
-    return data.get_preset(config.data.prompt_preset, task).correction_instruction
 
 
 def _without_data_paths(config):

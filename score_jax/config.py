@@ -209,17 +209,17 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
     if episodes % config.optim.num_microbatches:
         raise ConfigError(f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
                           f"into optim.num_microbatches={config.optim.num_microbatches}")
-    impl = config.model.get("attention_impl", "xla")
+    impl = config.model.attention_impl
     if impl not in ATTENTION_IMPLS:
         raise ConfigError(f"model.attention_impl={impl!r} is unknown; choose one of {ATTENTION_IMPLS}")
     if impl == "cudnn" and config.model.dtype == "float32":
         raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's fused attention "
                           "has no float32 kernel)")
-    groups = config.rl.get("sampling_batches", 1)
+    groups = config.rl.sampling_batches
     if groups < 1 or (rl.prompts_per_step // process_count) % groups:
         raise ConfigError(f"rl.sampling_batches={groups} must be >= 1 and divide each process's "
                           f"{rl.prompts_per_step // process_count} prompts per step")
-    if config.rl.get("prefill_chunk", 0) < 0:
+    if config.rl.prefill_chunk < 0:
         raise ConfigError(f"rl.prefill_chunk={config.rl.prefill_chunk} must be >= 0 (0 = whole prompts at once)")
     if config.optim.learning_rate <= 0:
         raise ConfigError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")

@@ -25,7 +25,7 @@ import time
 import jax
 import numpy as np
 
-from score_jax import evaluate, metrics, sft, train
+from score_jax import evaluate, metrics, run_setup, sft, train
 from score_jax.checkpoints import manager as ckpt_lib
 
 METHODS = ("naive multi-turn RL", "SCoRe")
@@ -139,7 +139,7 @@ def run_seed(config, workdir: str, seed: int, log) -> dict:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     os.makedirs(seed_dir, exist_ok=True)
     base_config = _rl_config(config, "stage1:1", seed)
-    setup = train.build(base_config, seed_dir)
+    setup = run_setup.build(base_config, seed_dir)
     base_params = _base_model(config, setup, seed_dir, seed, log)
     results_path = os.path.join(seed_dir, "results.json")
     results = json.load(open(results_path, encoding="utf-8")) if os.path.exists(results_path) else {}
@@ -158,7 +158,7 @@ def run_seed(config, workdir: str, seed: int, log) -> dict:
         run_dir = os.path.join(seed_dir, method.replace(" ", "_").replace("-", "_").lower())
         rl_config = _rl_config(config, schedules[method], seed)
         run_setup = dataclasses.replace(setup, config=rl_config, params=base_params,
-                                        ref_params=train.reference_copy(base_params,
+                                        ref_params=run_setup.reference_copy(base_params,
                                                                         rl_config.model.reference_dtype))
         log(f"{method}: {schedules[method]}")
         result = train.run(rl_config, run_dir, setup=run_setup)

@@ -35,7 +35,20 @@ from score_jax.model.config import ModelConfig
 from score_jax.sampling import Sampler, SamplingConfig, chunk_positions, pad_left
 from score_jax.tokenizer import ChatTemplate, Tokenizer
 
-__all__ = ["Episode", "EpisodeSampler", "SamplingConfig"]
+__all__ = ["Episode", "EpisodeSampler", "SamplingConfig", "cache_slots", "train_width"]
+
+# The trainer pads an episode's used slots up to a multiple of this (few distinct train shapes).
+TRAIN_WIDTH_MULTIPLE = 32
+
+
+def cache_slots(prompt_len: int, num_attempts: int, max_new_tokens: int, chunk_len: int) -> int:
+    """S = P + K N + (K - 1) C: the cache slots of a K-attempt episode (module docstring's layout)."""
+    return prompt_len + num_attempts * max_new_tokens + (num_attempts - 1) * chunk_len
+
+
+def train_width(used_slots: int, multiple: int = TRAIN_WIDTH_MULTIPLE) -> int:
+    """Token slots per row in the train step: the used slots rounded up to `multiple`."""
+    return -(-used_slots // multiple) * multiple
 
 
 @dataclasses.dataclass
@@ -129,6 +142,15 @@ class EpisodeSampler:
             return settings
         return settings.replace(stop_token_ids=self.template.stop_ids(self.tokenizer))
 
+    def instruction_chunk_len(self, instruction: str, num_attempts: int,
+                              settings: SamplingConfig | None = None) -> int:
+        """C: slots of the (bucketed) chunk between two attempts; 0 for single attempts."""
+        if num_attempts < 2:
+            return 0
+        settings = settings or self.settings
+        return settings.bucket(max(len(self.template.continuation(self.tokenizer, instruction, closed))
+                                   for closed in (False, True)))
+
     def sample(self, params: Any, first_turns: Sequence[str], instruction: str, *, rng: jax.Array,
                num_samples: int = 1, num_attempts: int = 2, reprefill: bool = False,
                settings: SamplingConfig | None = None, batches: int = 1) -> Episode:
@@ -174,7 +196,7 @@ class EpisodeSampler:
         rows = [prompts[i] for i in prompt_index]
         batch, steps = len(rows), settings.max_new_tokens
         after = {closed: self.template.continuation(tok, instruction, closed) for closed in (False, True)}
-        chunk_len = settings.bucket(max(len(c) for c in after.values())) if num_attempts > 1 else 0
+        chunk_len = self.instruction_chunk_len(instruction, num_attempts, settings)
         logits, cache, (chunk_tokens, chunk_pos, chunk_valid) = sampler.prefill_prompts(
             params, rows, settings, extra_slots=(num_attempts - 1) * (steps + chunk_len))
         prompt_len, total = chunk_tokens.shape[1], cache.max_len

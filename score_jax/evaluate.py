@@ -21,20 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from score_jax import distributed, metrics
-from score_jax.episodes import EpisodeSampler, SamplingConfig
+from score_jax import distributed, metrics, run_setup
+from score_jax.episodes import EpisodeSampler
 
 
-def _eval_sampler(setup, config, max_new_tokens: int | None = None) -> EpisodeSampler:
-    settings = SamplingConfig(
-        max_new_tokens=max_new_tokens or config.eval.max_new_tokens or config.rl.max_new_tokens, greedy=True,
-        stop_token_ids=setup.template.stop_ids(setup.tokenizer), length_buckets=tuple(config.rl.prompt_buckets),
-        pad_id=setup.tokenizer.pad_id, prefill_chunk=config.rl.get("prefill_chunk", 0) or None)
+def _eval_sampler(setup: run_setup.Setup, config) -> EpisodeSampler:
+    settings = run_setup.sampling_config(config, setup.template, setup.tokenizer, evaluation=True)
     return EpisodeSampler(setup.model_config, setup.tokenizer, setup.template, settings, mesh=setup.mesh,
                           rules=setup.rules)
 
 
-def evaluate(setup, params: Any, config, examples=None) -> tuple[dict[str, float], list[dict]]:
+def evaluate(setup: run_setup.Setup, params: Any, config, examples=None) -> tuple[dict[str, float], list[dict]]:
     """Greedy K-attempt answers on the eval split; returns (metrics, per-problem records).
 
     Collective with several processes (every process passes the same `examples`).
@@ -84,7 +81,6 @@ def main(argv):
     from absl import flags
     from etils import epath
 
-    from score_jax import train
     from score_jax.checkpoints import manager as ckpt_lib
     from score_jax.rl import train_step as step_lib
 
@@ -96,17 +92,16 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-    distributed.initialize(**config.get("distributed", {}))
+    distributed.initialize(**config.distributed)
     is_chief = jax.process_index() == 0
     if flags.FLAGS.scaling_budget and jax.process_count() > 1:
         raise SystemExit("--scaling_budget runs on one process; run the scaling study on a single host")
     os.makedirs(workdir, exist_ok=True)
-    setup = train.build(config, workdir)
+    setup = run_setup.build(config, workdir)
     params = setup.params
-    path = flags.FLAGS.checkpoint or train.checkpoint_dir(config, workdir)
+    path = flags.FLAGS.checkpoint or run_setup.checkpoint_dir(config, workdir)
     if epath.Path(path).is_dir() and any(epath.Path(path).iterdir()):
-        tx = step_lib.make_optimizer(config.optim.learning_rate, 1, 2)
-        state = step_lib.init_train_state(params, tx)
+        state = step_lib.init_train_state(params, run_setup.optimizer(config))
         step, state, _ = ckpt_lib.restore_from_path(path, ckpt_lib.abstract_like(state))
         params = state.params
         log(f"evaluating checkpoint step {step} from {path}")

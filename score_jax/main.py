@@ -19,7 +19,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress lines go to stdout
     config = _CONFIG.value
-    distributed.initialize(**config.get("distributed", {}))
+    distributed.initialize(**config.distributed)
     if config.get("demo") is not None:
         from score_jax import demo
 

@@ -190,14 +190,15 @@ def _constrain_cache(cache: KVCache, shard: sharding.ShardingContext | None) -> 
 
 
 @functools.partial(jax.jit, static_argnames=("config", "batch", "length", "shard"))
-def _new_cache(*, config: ModelConfig, batch: int, length: int, shard) -> KVCache:
+def empty_cache(*, config: ModelConfig, batch: int, length: int, shard) -> KVCache:
+    """A cache of `length` slots for `batch` rows (global), created with its sharding."""
     _TRACES["new_cache"] += 1
     return _constrain_cache(init_cache(config, batch, length), shard)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "shard", "sub_chunk"), donate_argnames=("cache",))
-def _prefill(params, cache: KVCache, tokens: Array, positions: Array, valid: Array, last_col: Array, *,
-             config: ModelConfig, shard, sub_chunk: int | None = None) -> tuple[Array, KVCache]:
+def prefill_step(params, cache: KVCache, tokens: Array, positions: Array, valid: Array, last_col: Array, *,
+                 config: ModelConfig, shard, sub_chunk: int | None = None) -> tuple[Array, KVCache]:
     """Writes a chunk [B, T] at slot cache.index; returns the logits [B, V] at column `last_col`.
 
     With `sub_chunk` C dividing T (and smaller), the chunk goes through the model C tokens at a
@@ -275,8 +276,8 @@ def _windows(cache_len: int, block: int | None) -> list[int]:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "settings", "shard"), donate_argnames=("cache",))
-def _decode(params, cache: KVCache, logits: Array, positions: Array, done: Array, rng: Array, *,
-            config: ModelConfig, settings: SamplingConfig, shard) -> DecodeState:
+def decode_loop(params, cache: KVCache, logits: Array, positions: Array, done: Array, rng: Array, *,
+                config: ModelConfig, settings: SamplingConfig, shard) -> DecodeState:
     """Samples up to N tokens per row, writing them at slots [cache.index, cache.index + N).
 
     The loop runs in segments: while the next slot is below `attention_block`, the model sees only
@@ -368,7 +369,7 @@ class Sampler:
         """An empty cache of `length` slots for `batch` rows per process, created in place with its sharding."""
         if self.shard is not None:
             batch *= distributed.batch_slot(self.shard.mesh, self.shard.rules)[1]
-        return _new_cache(config=self.config, batch=batch, length=length, shard=self.shard)
+        return empty_cache(config=self.config, batch=batch, length=length, shard=self.shard)
 
     def prefill(self, params: Any, cache: KVCache, tokens: np.ndarray, positions: np.ndarray, valid: np.ndarray,
                 last_col: int | None = None, sub_chunk: int | None = None) -> tuple[Array, KVCache]:
@@ -379,7 +380,7 @@ class Sampler:
         model on that many tokens at a time (`SamplingConfig.prefill_chunk`; same result).
         """
         last_col = tokens.shape[1] - 1 if last_col is None else last_col
-        return _prefill(params, cache, self._put(tokens), self._put(positions), self._put(valid),
+        return prefill_step(params, cache, self._put(tokens), self._put(positions), self._put(valid),
                         jnp.asarray(last_col, jnp.int32), config=self.config, shard=self.shard, sub_chunk=sub_chunk)
 
     def decode(self, params: Any, cache: KVCache, logits: Array, positions: np.ndarray, settings: SamplingConfig,
@@ -399,7 +400,7 @@ class Sampler:
                              f"{start + settings.max_new_tokens} cache slots; the cache has {cache.max_len}")
         positions = np.asarray(positions, np.int32)
         done = np.zeros(positions.shape, bool) if done is None else np.asarray(done, bool)
-        state = _decode(params, cache, logits, self._put(positions), self._put(done), rng,
+        state = decode_loop(params, cache, logits, self._put(positions), self._put(done), rng,
                         config=self.config, settings=settings, shard=self.shard)
         tokens, logprobs, lengths = (self._get(x) for x in (state.tokens, state.logprobs, state.lengths))
         mask = np.arange(settings.max_new_tokens)[None, :] < lengths[:, None]

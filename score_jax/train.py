@@ -25,126 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax import config as config_lib
-from score_jax import distributed, episodes, evaluate, metrics, sharding, tasks
+from score_jax import distributed, episodes, evaluate, metrics, run_setup, sharding
 from score_jax.checkpoints import manager as ckpt_lib
 from score_jax.data import PromptBatches
-from score_jax.model import ModelConfig, get_preset, init_params
 from score_jax.rl import estimators, objectives
 from score_jax.rl import train_step as step_lib
-from score_jax.tokenizer import ByteTokenizer, ChatTemplate, Tokenizer, get_chat_template
+from score_jax.run_setup import Setup
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Setup:
-    """Everything a run builds once from its config."""
-
-    config: Any
-    mesh: jax.sharding.Mesh
-    rules: sharding.Rules
-    model_config: ModelConfig
-    ref_config: ModelConfig
-    tokenizer: Tokenizer
-    template: ChatTemplate
-    params: Any  # initial policy parameters (sharded)
-    ref_params: Any  # frozen reference parameters (sharded, possibly bf16)
-    task: tasks.Task
-
-
-# ---------------------------------------------------------------------------------------------
-# Building the pieces.
-
-
-def build_tokenizer(config) -> tuple[Tokenizer, str | None]:
-    """The tokenizer and the family its files imply (None for the byte tokenizer)."""
-    if config.model.tokenizer == "byte":
-        return ByteTokenizer(), None
-    from score_jax import tokenizer as tok_lib
-
-    return tok_lib.load_tokenizer(config.model.tokenizer or config.model.hf_checkpoint), None
-
-
-def model_numerics(config) -> dict:
-    """The ModelConfig fields ``config.model`` sets whatever the architecture (dtypes, remat, scan)."""
-    return dict(param_dtype=config.model.param_dtype, dtype=config.model.dtype,
-                remat_policy=config.model.remat_policy, scan_layers=config.model.scan_layers,
-                attention_impl=config.model.get("attention_impl", "xla"))
-
-
-def reference_config(config, model_config: ModelConfig) -> ModelConfig:
-    """The frozen reference's ModelConfig: the policy's architecture in ``model.reference_dtype``."""
-    impl = model_config.attention_impl if config.model.reference_dtype != "float32" else "xla"
-    return model_config.replace(param_dtype=config.model.reference_dtype, dtype=config.model.reference_dtype,
-                                remat_policy="none", attention_impl=impl)
-
-
-def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
-    """The policy's ModelConfig without its weights: the HF checkpoint's config.json, or the preset."""
-    numerics = model_numerics(config)
-    if config.model.hf_checkpoint:
-        from score_jax.checkpoints import hf
-
-        with open(os.path.join(config.model.hf_checkpoint, "config.json"), encoding="utf-8") as f:
-            return hf.model_config_from_hf(json.load(f), **numerics)
-    overrides = dict(config.model.overrides.to_dict()) if config.model.overrides else {}
-    preset = get_preset(config.model.preset, **numerics, **overrides)
-    if tokenizer.vocab_size > preset.vocab_size:
-        raise config_lib.ConfigError(
-            f"tokenizer has {tokenizer.vocab_size} tokens but model preset {config.model.preset!r} only "
-            f"{preset.vocab_size}; set --config.model.overrides.vocab_size={tokenizer.vocab_size}")
-    return preset
-
-
-def build_model(config, mesh, rules, tokenizer: Tokenizer) -> tuple[ModelConfig, Any]:
-    """Model config and initial (base) parameters: an HF checkpoint, or a seeded random init."""
-    if config.model.hf_checkpoint:
-        from score_jax.checkpoints import hf
-
-        return hf.load_hf_checkpoint(config.model.hf_checkpoint, mesh=mesh, rules=rules, **model_numerics(config))
-    policy = policy_config(config, tokenizer)
-    return policy, init_params(policy, jax.random.key(config.seed), mesh, rules)
-
-
-def reference_copy(params: Any, dtype: str) -> Any:
-    """A frozen copy of `params` in `dtype`, sharded like them (never aliasing donated buffers)."""
-    target = jnp.dtype(dtype)
-    shardings = jax.tree.map(lambda x: x.sharding, params)
-    return jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=target, copy=True), p),
-                   out_shardings=shardings)(params)
-
-
-def build(config, workdir: str) -> Setup:
-    """Validates `config` (before anything compiles) and builds the run's pieces."""
-    config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
-    mesh = sharding.make_mesh(config.mesh.shape)
-    rules = sharding.resolve_rules(config.mesh.rules)
-    tokenizer, _ = build_tokenizer(config)
-    model_config, params = build_model(config, mesh, rules, tokenizer)
-    template = _chat_template(config, model_config)
-    ref_config = reference_config(config, model_config)
-    ref_params = reference_copy(params, config.model.reference_dtype)
-    task = tasks.build_task_on_all_processes(config, data_dir=os.path.join(workdir, "tfds"))
-    return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
-
-
-def checkpoint_dir(config, workdir: str) -> str:
-    """Where the run's checkpoints live: ``checkpoint.directory``, else ``<workdir>/checkpoints``."""
-    return config.checkpoint.get("directory", "") or os.path.join(workdir, "checkpoints")
-
-
-def _chat_template(config, model_config: ModelConfig) -> ChatTemplate:
-    """The configured template; else the byte tokenizer's (gemma-style turns) or the checkpoint's own
-    (its family's, told apart by the tokenizer's Jinja template where families have variants)."""
-    from score_jax import tokenizer as tok_lib
-
-    if config.model.chat_template:
-        return get_chat_template(config.model.chat_template)
-    if config.model.tokenizer == "byte":
-        return get_chat_template("gemma")
-    source = config.model.tokenizer or config.model.hf_checkpoint
-    directory = source if os.path.isdir(source) else os.path.dirname(source)
-    return tok_lib.template_for_checkpoint(directory, model_config.family)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,21 +84,18 @@ class RunResult:
 def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> RunResult:
     """Trains per ``config.rl.schedule``, resuming from ``workdir``.
 
-    `setup` replaces what `build(config, workdir)` would make (e.g. a custom task); `on_step_end`
+    `setup` replaces what `run_setup.build(config, workdir)` would make (e.g. a custom task); `on_step_end`
     is called as ``on_step_end(step, metrics)`` after each step's checkpointing.
     """
     os.makedirs(workdir, exist_ok=True)
-    setup = setup or build(config, workdir)
+    setup = setup or run_setup.build(config, workdir)
     is_chief = jax.process_index() == 0
     if is_chief:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(config.to_json_best_effort(indent=2))
     rl, schedule = config.rl, config_lib.stage_schedule(config)
-    total_steps = sum(n for _, n in schedule)
-
-    tx = step_lib.make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, total_steps,
-                                 config.optim.schedule, config.optim.b1, config.optim.b2, config.optim.weight_decay,
-                                 config.optim.grad_clip_norm or None)
+    total_steps = run_setup.total_steps(config)
+    tx = run_setup.optimizer(config)
     state = step_lib.init_train_state(setup.params, tx)
     # Each process reads the prompts of the rows its devices hold: its block of every global batch.
     slot, slots = distributed.batch_slot(setup.mesh, setup.rules)
@@ -220,7 +105,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                                      "different processes; make it a multiple of {slots}")
     batches = PromptBatches(setup.task.train, batch_size=rl.prompts_per_step // slots, seed=config.seed,
                             process_index=slot, process_count=slots)
-    checkpointer = ckpt_lib.Checkpointer(checkpoint_dir(config, workdir), config.checkpoint.max_to_keep,
+    checkpointer = ckpt_lib.Checkpointer(run_setup.checkpoint_dir(config, workdir), config.checkpoint.max_to_keep,
                                          config.checkpoint.async_save)
 
     start_step = 0
@@ -240,15 +125,16 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     writer = metrics.MetricWriter(workdir, enabled=is_chief)
     progress = metrics.Progress(total_steps, label="train", enabled=is_chief)
     sampler = episodes.EpisodeSampler(setup.model_config, setup.tokenizer, setup.template,
-                                      _sampling_config(config, setup), mesh=setup.mesh, rules=setup.rules)
+                                      run_setup.sampling_config(config, setup.template, setup.tokenizer),
+                                      mesh=setup.mesh, rules=setup.rules)
     train_steps: dict[tuple[str, int], Any] = {}
     history: list[dict[str, float]] = []
     eval_metrics: dict[str, float] = {}
 
     config_json = json.loads(config.to_json_best_effort())
     # Reference scoring for KL-in-reward, compiled once for the run.
-    score_fn = step_lib.make_score_fn(setup.ref_config, logits_chunk_tokens=config.optim.get(
-        "logits_chunk_tokens", 0)) if rl.kl_in_reward else None
+    score_fn = (step_lib.make_score_fn(setup.ref_config, logits_chunk_tokens=config.optim.logits_chunk_tokens)
+                if rl.kl_in_reward else None)
 
     def extra_state(step: int, stage: str, step_metrics: dict) -> dict:
         return {"data": batches.get_state(), "step": step, "stage": stage, "seed": config.seed,
@@ -266,7 +152,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             rng = jax.random.fold_in(jax.random.key(config.seed), step)
             episode = sampler.sample(state.params, user_turns, setup.task.preset.correction_instruction,
                                      num_samples=rl.samples_per_prompt, num_attempts=num_attempts, rng=rng,
-                                     batches=rl.get("sampling_batches", 1))
+                                     batches=rl.sampling_batches)
             t_sample = time.perf_counter()
 
             row_examples = [examples[i] for i in episode.prompt_index]
@@ -287,7 +173,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                     kl_in_loss=not rl.kl_in_reward, num_microbatches=config.optim.num_microbatches,
                     state_shardings=shardings, ref_shardings=ref_shardings,
                     batch_sharding=jax.tree.map(lambda x: x.sharding, batch),
-                    logits_chunk_tokens=config.optim.get("logits_chunk_tokens", 0))
+                    logits_chunk_tokens=config.optim.logits_chunk_tokens)
             state, step_out = train_steps[key](state, setup.ref_params, batch, jnp.asarray(kl_weights))
             step_out = distributed.to_host(step_out)
             t_train = time.perf_counter()
@@ -332,24 +218,16 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     return RunResult(eval_metrics, state, history)
 
 
-def _sampling_config(config, setup: Setup):
-    return episodes.SamplingConfig(
-        max_new_tokens=config.rl.max_new_tokens, temperature=config.rl.temperature,
-        top_k=config.rl.top_k or None, top_p=config.rl.top_p if config.rl.top_p < 1 else None,
-        stop_token_ids=setup.template.stop_ids(setup.tokenizer), length_buckets=tuple(config.rl.prompt_buckets),
-        pad_id=setup.tokenizer.pad_id, prefill_chunk=config.rl.get("prefill_chunk", 0) or None)
-
-
-def _train_batch(episode, advantages: np.ndarray, setup: Setup, width_multiple: int = 32) -> dict:
+def _train_batch(episode, advantages: np.ndarray, setup: Setup) -> dict:
     """Host episode arrays (this process's rows) -> global device arrays, batch split by the mesh rules.
 
     Cache slots that no row uses (the unused tail of each attempt's token budget) are dropped and
-    the width is rounded up to `width_multiple`, so the train step sees short, bucketed sequences.
+    the width is rounded up (`episodes.train_width`), so the train step sees short, bucketed sequences.
     Dropping slots invalid in every row (of every process) keeps each attempt token's predecessor
     in place.
     """
     used = np.nonzero(distributed.all_gather(np.asarray(episode.valid).any(axis=0)).any(axis=0))[0]
-    width = -(-len(used) // width_multiple) * width_multiple
+    width = episodes.train_width(len(used))
     cols = np.concatenate([used, np.full(width - len(used), -1)])
     present = cols >= 0
 
@@ -416,7 +294,7 @@ def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, time
               "throughput/sampled_tok_s": tokens / max(sample_s, 1e-9)})
     flops = step_lib.step_flops(setup.model_config, lengths.shape[1], train_width)
     m["throughput/train_flops_per_s"] = flops / max(train_s, 1e-9)
-    peak = float(setup.config.get("peak_flops_per_device", 0.0) or 0.0)
+    peak = float(setup.config.peak_flops_per_device)
     if peak:
         m["mfu"] = m["throughput/train_flops_per_s"] / (peak * jax.device_count())
     return m

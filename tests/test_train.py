@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from score_jax import config as config_lib
-from score_jax import data, tasks, train
+from score_jax import data, run_setup, tasks, train
 
 
 def tiny_config(schedule="stage2:2", **rl):
@@ -46,7 +46,7 @@ def digit_task(setup):
 
 
 def run_digits(tmp_path, config):
-    setup = digit_task(train.build(config, str(tmp_path)))
+    setup = digit_task(run_setup.build(config, str(tmp_path)))
     return train.run(config, str(tmp_path), setup=setup)
 
 
@@ -114,7 +114,7 @@ def _final_params(workdir, step):
     from score_jax.checkpoints import manager
 
     config = tiny_config()
-    setup = train.build(config, str(workdir))
+    setup = run_setup.build(config, str(workdir))
     from score_jax.rl import train_step
 
     state = train_step.init_train_state(setup.params, train_step.make_optimizer(1e-3, 1, 2))
