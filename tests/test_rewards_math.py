@@ -13,17 +13,20 @@ from score_jax.rewards import math as grader
 _SLOW_FOR_SYMPY = (r"x^{101} - 7x^{53} + 3x^{17} - 2 < 0", "(0, 1)")
 
 
+# The symbolic time limit of the timing tests, in seconds.
+_SHORT_LIMIT_S = 0.3
+
+
 @pytest.fixture
-def short_time_limit(monkeypatch):
-    grader._sympy()  # the one-time import is not part of what the timing tests bound
-    monkeypatch.setattr(grader, "_SYMBOLIC_TIMEOUT_S", 0.3)
+def warm_sympy():
+    grader.warm_up()  # the one-time import is not part of what the timing tests bound
 
 
 @pytest.fixture
 def fresh_pool():
-    grader._close_pool()
+    grader.close_pool()
     yield
-    grader._close_pool()
+    grader.close_pool()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,9 +268,9 @@ def test_grade(response, gold, reward):
 # ---------------------------------------------------------------------------------------------
 
 
-def _bounded(fn, *args, limit_s=5.0):
+def _bounded(fn, *args, limit_s=5.0, **kwargs):
     start = time.monotonic()
-    result = fn(*args)
+    result = fn(*args, **kwargs)
     assert time.monotonic() - start < limit_s
     return result
 
@@ -295,13 +298,14 @@ def test_huge_response_returns_quickly():
     assert _bounded(grader.grade, response, "5") == 0.0
 
 
-def test_symbolic_time_limit(short_time_limit):
-    assert _bounded(grader.is_equivalent, *_SLOW_FOR_SYMPY, limit_s=2.0) is False
+def test_symbolic_time_limit(warm_sympy):
+    assert _bounded(grader.is_equivalent, *_SLOW_FOR_SYMPY, limit_s=2.0, timeout_s=_SHORT_LIMIT_S) is False
 
 
-def test_symbolic_time_limit_off_the_main_thread(short_time_limit):
+def test_symbolic_time_limit_off_the_main_thread(warm_sympy):
     results = []
-    thread = threading.Thread(target=lambda: results.append(grader.is_equivalent(*_SLOW_FOR_SYMPY)))
+    thread = threading.Thread(
+        target=lambda: results.append(grader.is_equivalent(*_SLOW_FOR_SYMPY, timeout_s=_SHORT_LIMIT_S)))
     start = time.monotonic()
     thread.start()
     thread.join(timeout=5.0)
@@ -310,9 +314,14 @@ def test_symbolic_time_limit_off_the_main_thread(short_time_limit):
     assert grader.is_equivalent("\\frac{1}{2}", "0.5")  # the thread is usable afterwards
 
 
-def test_time_limit_does_not_fire_after_the_call(short_time_limit):
-    assert grader.is_equivalent("\\sqrt{8}", "2\\sqrt{2}")
-    time.sleep(grader._SYMBOLIC_TIMEOUT_S + 0.2)  # a stray timeout would be raised in here
+def test_time_limit_does_not_fire_after_the_call(warm_sympy):
+    assert grader.is_equivalent("\\sqrt{8}", "2\\sqrt{2}", timeout_s=_SHORT_LIMIT_S)
+    time.sleep(_SHORT_LIMIT_S + 0.2)  # a stray timeout would be raised in here
+
+
+def test_grade_takes_the_time_limit(warm_sympy):
+    response = f"The answer is ${_SLOW_FOR_SYMPY[0]}$."
+    assert _bounded(grader.grade, response, _SLOW_FOR_SYMPY[1], limit_s=2.0, timeout_s=_SHORT_LIMIT_S) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,22 +365,34 @@ def test_grade_batch_from_several_threads(fresh_pool):
     assert results == {k: [1.0 if i % 2 == 0 else 0.0 for i in range(30)] for k in range(4)}
 
 
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def test_grade_batch_replaces_a_dead_worker(fresh_pool):
+    assert grader.pool_worker_pids() == []
     grader.grade_batch(["\\boxed{1}"], ["1"])
-    for worker in grader._POOL._workers:
-        os.kill(worker.process.pid, signal.SIGKILL)
+    dead = grader.pool_worker_pids()
+    assert dead
+    for pid in dead:
+        os.kill(pid, signal.SIGKILL)
     responses, golds, expected = zip(*_BATCH)
     assert grader.grade_batch(responses, golds) == list(expected)
+    assert not set(dead) & set(grader.pool_worker_pids())
 
 
-def test_grade_batch_replaces_a_hung_worker(fresh_pool, monkeypatch):
-    monkeypatch.setattr(grader, "_WORKER_TIMEOUT_S", 1.0)
+def test_grade_batch_replaces_a_hung_worker(fresh_pool):
     grader.grade_batch(["\\boxed{1}"], ["1"])
-    stuck = grader._POOL._workers[-1]  # the worker handed the first item
-    os.kill(stuck.process.pid, signal.SIGSTOP)
+    stuck = grader.pool_worker_pids()
+    for pid in stuck:
+        os.kill(pid, signal.SIGSTOP)
     start = time.monotonic()
-    rewards = grader.grade_batch(["\\boxed{2}"] * 6, ["2"] * 6)
+    rewards = grader.grade_batch(["\\boxed{2}"] * 6, ["2"] * 6, worker_timeout_s=1.0)
     assert time.monotonic() - start < 30.0
-    assert rewards == [1.0] * 6  # the stuck item was retried on a fresh worker
-    assert not stuck.process.is_alive()
+    assert rewards == [1.0] * 6  # the stuck items were retried on fresh workers
+    assert all(_gone(pid) for pid in stuck) and not set(stuck) & set(grader.pool_worker_pids())
     assert grader.grade_batch(["\\boxed{2}"] * 4, ["2"] * 4) == [1.0] * 4
