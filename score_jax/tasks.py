@@ -8,7 +8,6 @@ the code sandbox, or substitution for the synthetic equations).
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import jax
 import numpy as np
 
 from score_jax import data, distributed
+from score_jax.rewards.code import extract_program
 
 Example = dict[str, Any]
 
@@ -135,18 +135,3 @@ def _code_task(cfg, data_dir) -> Task:
                                   **({} if eval_name == "humaneval" else {"shots": shots}))
     return Task("code", _load(cfg.train, cfg, data_dir), _load(cfg.eval, cfg, data_dir), train_preset, eval_preset,
                 reward, extract_program)
-
-
-_FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
-_BEGIN_DONE = re.compile(r"\[BEGIN\]\s*(.*?)\s*(?:\[DONE\]|$)", re.DOTALL)
-
-
-def extract_program(text: str) -> str:
-    """The program in a model's reply: the last fenced code block, MBPP's [BEGIN]...[DONE], or all of it."""
-    blocks = _FENCE.findall(text)
-    if blocks:
-        return blocks[-1].strip("\n")
-    match = _BEGIN_DONE.findall(text)
-    if match:
-        return match[-1]
-    return text.strip("\n")

@@ -4,7 +4,6 @@ Every attack here is bounded by construction (a capped number of forks, short sl
 regression in the sandbox fails a test instead of taking the machine down.
 """
 
-import ast
 import os
 import pathlib
 import random
@@ -228,9 +227,9 @@ def test_batch_results_keep_job_order(pool):
 
 def test_expected_values_are_not_in_the_sandbox():
     """The sandbox runs the asserts with the literal expected sides removed."""
-    tests = code._prepare_tests(["assert f(2) == 4444", "assert abs(f(3) - 3.25) < 1e-6",
-                                 "assert math.isclose(f(5), 7.75, rel_tol=0.5)", "assert sorted(f(6)) == [8, 9]",
-                                 "assert all(map(lambda v: f(v) == 1, [1]))"], "")
+    tests = code.prepare_tests(["assert f(2) == 4444", "assert abs(f(3) - 3.25) < 1e-6",
+                                "assert math.isclose(f(5), 7.75, rel_tol=0.5)", "assert sorted(f(6)) == [8, 9]",
+                                "assert all(map(lambda v: f(v) == 1, [1]))"], "")
 
     def constants(c):
         out = set()
@@ -245,9 +244,16 @@ def test_expected_values_are_not_in_the_sandbox():
 
 
 def test_stripping_keeps_program_calls_in_order():
-    tree = ast.parse("assert g(f(1)) == f(2) or len(f(3)) > 0, f(4)\nassert all(f(v) for v in [5])")
-    stripped = ast.unparse(code._HideExpected().visit(tree))
+    stripped = code.strip_expected("assert g(f(1)) == f(2) or len(f(3)) > 0, f(4)\nassert all(f(v) for v in [5])")
     assert stripped == "(g(f(1)), f(2), f(3))\n(all((f(v) for v in [5])),)"
+
+
+def test_extract_program():
+    fenced = "Here:\n```python\ndef f(x):\n    return 2 * x\n```\nShorter:\n```py\ndef f(x):\n    return x + x\n```\n"
+    assert code.extract_program(fenced) == "def f(x):\n    return x + x"  # the last block
+    assert code.extract_program("[BEGIN]\ndef f(x):\n    return 2 * x\n[DONE]") == "def f(x):\n    return 2 * x"
+    assert code.extract_program("[BEGIN] def f(): pass") == "def f(): pass"  # unclosed: up to the end
+    assert code.extract_program("\ndef f(x):\n    return x\n\n") == "def f(x):\n    return x"  # no markers: all
 
 
 # -- limits --------------------------------------------------------------------------------------
@@ -363,6 +369,18 @@ def test_network_is_blocked(pool, fallback_pool, namespaces):
     assert blocked.passed, blocked.error
     assert not cheat.passed
     assert blocked.network == ("net-ns" if namespaces else "seccomp")
+
+
+def test_worker_loads_nothing_but_the_standard_library(pool):
+    """The sandbox is a fork of a `python -S` worker that imported this package's worker side only."""
+    program = textwrap.dedent("""
+        import sys
+        def f():
+            return sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names))
+    """)
+    loaded = "assert f() == ['__candidate__', '__main__', '_score_sandbox']"  # the program, the worker's package
+    (result,) = pool.run([code.CodeJob.mbpp(program, [loaded])])
+    assert result.passed, result.error
 
 
 def test_environment_is_scrubbed(pool, monkeypatch):
