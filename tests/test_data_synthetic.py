@@ -1,17 +1,15 @@
-"""The synthetic modular-equation task: generator, checker, answer extraction, builder splits."""
-
-import re
+"""The synthetic modular-equation task: generator, builder splits, and its grader (problem text, solver,
+checker, answer extraction)."""
 
 import pytest
 
 from score_jax import data
 from score_jax.data import synthetic
-
-_MODULUS = re.compile(r"mod (\d+)$")
+from score_jax.rewards import synthetic as grader
 
 
 def _moduli(problems):
-    return {int(_MODULUS.search(p["problem"])[1]) for p in problems}
+    return {grader.parse_problem(p["problem"])[0] for p in problems}
 
 
 def test_deterministic_by_seed():
@@ -43,29 +41,43 @@ def test_texts_are_short_and_distinct():
 @pytest.mark.parametrize("difficulty", list(data.DIFFICULTIES))
 def test_gold_is_the_only_solution(difficulty):
     for problem in data.generate_synthetic(100, 2, difficulty):
-        p = int(_MODULUS.search(problem["problem"])[1])
-        solutions = [x for x in range(p) if data.check_synthetic_answer(problem, f"x={x}")]
+        p = grader.parse_problem(problem["problem"])[0]
+        solutions = [x for x in range(p) if grader.check_synthetic_answer(problem, f"x={x}")]
         assert solutions == [int(problem["answer"])], problem
+
+
+def test_problem_text_and_solver():
+    assert grader.parse_problem("3x+5x+2=1 mod 13") == (13, (3, 5), 2, 1)
+    assert grader.format_problem(13, (3, 5), 2, 1) == "3x+5x+2=1 mod 13"
+    assert grader.solve(*grader.parse_problem("3x+4=2 mod 7")) == 4  # 3x = -2 = 5 mod 7
+    for problem in data.generate_synthetic(50, 5, "medium"):
+        params = grader.parse_problem(problem["problem"])
+        assert grader.format_problem(*params) == problem["problem"]
+        assert str(grader.solve(*params)) == problem["answer"]
+    with pytest.raises(ValueError, match="Not a synthetic problem"):
+        grader.parse_problem("What is 2+2?")
+    with pytest.raises(ValueError):
+        grader.solve(7, (3, 4), 0, 1)  # 3x+4x = 0x mod 7: no unique solution
 
 
 def test_checker_by_substitution():
     problem = {"problem": "3x+4=2 mod 7"}  # 3x = -2 = 5 mod 7 -> x = 4
-    assert data.check_synthetic_answer(problem, "x=4")
-    assert data.check_synthetic_answer(problem, "3*4+4=16=2. x=4")
-    assert not data.check_synthetic_answer(problem, "x=5")
-    assert not data.check_synthetic_answer(problem, "x=11")  # 4 + 7: outside [0, p)
-    assert not data.check_synthetic_answer(problem, "no idea")
-    assert data.check_synthetic_answer({"problem": "2x+3x+1=0 mod 11"}, "x=2")  # 5*2+1 = 11
+    assert grader.check_synthetic_answer(problem, "x=4")
+    assert grader.check_synthetic_answer(problem, "3*4+4=16=2. x=4")
+    assert not grader.check_synthetic_answer(problem, "x=5")
+    assert not grader.check_synthetic_answer(problem, "x=11")  # 4 + 7: outside [0, p)
+    assert not grader.check_synthetic_answer(problem, "no idea")
+    assert grader.check_synthetic_answer({"problem": "2x+3x+1=0 mod 11"}, "x=2")  # 5*2+1 = 11
     with pytest.raises(ValueError, match="Not a synthetic problem"):
-        data.check_synthetic_answer({"problem": "What is 2+2?"}, "4")
+        grader.check_synthetic_answer({"problem": "What is 2+2?"}, "4")
 
 
 def test_extract():
-    assert data.extract_synthetic_answer("x=5") == 5
-    assert data.extract_synthetic_answer("x=5 no, x = 6") == 6
-    assert data.extract_synthetic_answer("12") == 12
-    assert data.extract_synthetic_answer("x=-3") == -3
-    assert data.extract_synthetic_answer("") is None
+    assert grader.extract_synthetic_answer("x=5") == 5
+    assert grader.extract_synthetic_answer("x=5 no, x = 6") == 6
+    assert grader.extract_synthetic_answer("12") == 12
+    assert grader.extract_synthetic_answer("x=-3") == -3
+    assert grader.extract_synthetic_answer("") is None
 
 
 def test_too_many_or_unknown():
@@ -83,5 +95,5 @@ def test_builder_splits_disjoint(tmp_path):
     train_problems = {train[i]["problem"] for i in range(len(train))}
     test_problems = {test[i]["problem"] for i in range(len(test))}
     assert len(train_problems) == len(train) and not train_problems & test_problems
-    assert all(data.check_synthetic_answer(e, "x=" + e["answer"]) for e in test)
+    assert all(grader.check_synthetic_answer(e, "x=" + e["answer"]) for e in test)
     assert test[0] == data.generate_synthetic(config.num_train + 1, config.seed, "easy")[-1]

@@ -13,13 +13,8 @@ from score_jax.data.files import DataError
 from score_jax.data.pipeline import PromptBatches, shard_bounds
 from score_jax.data.prompts import PromptPreset, available_presets, get_preset
 from score_jax.data.sources import BUILDERS, Source, builder, load
-from score_jax.data.synthetic import (
-    DIFFICULTIES,
-    SyntheticDifficulty,
-    check_synthetic_answer,
-    extract_synthetic_answer,
-    generate_synthetic,
-)
+from score_jax.data.synthetic import DIFFICULTIES, SyntheticDifficulty, generate_synthetic
+from score_jax.rewards.synthetic import check_synthetic_answer, extract_synthetic_answer  # the grader, re-exported
 
 __all__ = [
     "BUILDERS",

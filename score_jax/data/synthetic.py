@@ -7,7 +7,8 @@ which is the behaviour SCoRe teaches (see the notes in SCORE.md). Texts stay und
 so that a tiny character-level transformer learns the task in minutes.
 
 Difficulty sets the primes and the number of x terms; `easy` has few enough distinct problems
-(394) that its splits are small.
+(394) that its splits are small. This module generates problems; their text format, solver and
+grader are in `score_jax.rewards.synthetic`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
-import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import tensorflow_datasets as tfds
+
+from score_jax.rewards.synthetic import format_problem, solve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +41,6 @@ DIFFICULTIES = {
     "demo": SyntheticDifficulty(primes=(7, 11, 13), num_terms=(1,)),
 }
 
-_PROBLEM = re.compile(r"((?:\d+x\+)+)(\d+)=(\d+) mod (\d+)")
-_ASSIGNMENT = re.compile(r"x\s*=\s*(-?\d+)")
-_INTEGER = re.compile(r"-?\d+")
-
 
 def _problem_space(
     difficulty: SyntheticDifficulty,
@@ -55,14 +53,6 @@ def _problem_space(
                     continue
                 for constant, rhs in itertools.product(range(p), repeat=2):
                     yield p, coefficients, constant, rhs
-
-
-def _format(p: int, coefficients: tuple[int, ...], constant: int, rhs: int) -> str:
-    return "".join(f"{a}x+" for a in coefficients) + f"{constant}={rhs} mod {p}"
-
-
-def _solve(p: int, coefficients: tuple[int, ...], constant: int, rhs: int) -> int:
-    return (rhs - constant) * pow(sum(coefficients), -1, p) % p
 
 
 def generate_synthetic(
@@ -94,34 +84,9 @@ def generate_synthetic(
     # Shuffle the whole space rather than `sample(space, num)`, whose draws depend on num.
     random.Random(seed).shuffle(space)
     return [
-        {"id": f"{seed}/{i}", "problem": _format(*params), "answer": str(_solve(*params))}
+        {"id": f"{seed}/{i}", "problem": format_problem(*params), "answer": str(solve(*params))}
         for i, params in enumerate(space[:num])
     ]
-
-
-def extract_synthetic_answer(response: str) -> int | None:
-    """The final answer of a response: the last "x=<n>", else its last integer; None if neither."""
-    assignments = _ASSIGNMENT.findall(response)
-    if assignments:
-        return int(assignments[-1])
-    integers = _INTEGER.findall(response)
-    return int(integers[-1]) if integers else None
-
-
-def check_synthetic_answer(problem: Mapping[str, Any], answer_text: str) -> bool:
-    """The task's reward: whether the response's x, in [0, p), satisfies the equation.
-
-    Checks by substitution into the problem text, so it needs only `problem["problem"]`.
-    """
-    match = _PROBLEM.fullmatch(problem["problem"])
-    if match is None:
-        raise ValueError(f"Not a synthetic problem: {problem['problem']!r}.")
-    x = extract_synthetic_answer(answer_text)
-    p = int(match[4])
-    if x is None or not 0 <= x < p:
-        return False
-    coefficients = [int(a) for a in match[1].split("x+")[:-1]]
-    return (sum(coefficients) * x + int(match[2]) - int(match[3])) % p == 0
 
 
 @dataclasses.dataclass
