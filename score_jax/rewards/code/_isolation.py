@@ -27,6 +27,7 @@ SETUP_FAILED = 125  # exit code of the launcher when isolation could not be set 
 # seccomp: (AUDIT_ARCH, socket syscall number) for the none tier's network filter.
 SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}
 
+
 def c_call(ret: int, what: str) -> int:
     if ret < 0:
         err = ctypes.get_errno()
@@ -106,6 +107,8 @@ def seccomp_no_inet() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Tier:
+    """How a worker isolates its sandboxes: the namespaces it unshares, and how the network is cut."""
+
     namespaces: int  # clone flags to unshare (0: none)
     seccomp: bool  # network by seccomp (none tier)
     audit_hook: bool  # network by audit hook (none tier, no seccomp)
