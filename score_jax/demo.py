@@ -27,17 +27,18 @@ import numpy as np
 
 from score_jax import evaluate, metrics, run_setup, sft, train
 from score_jax.checkpoints import manager as ckpt_lib
+from score_jax.rewards import synthetic as synthetic_rewards
 
 METHODS = ("naive multi-turn RL", "SCoRe")
 _BASE = "base model"
 
 
 def _parse(problem: str) -> tuple[int, int, int, int]:
-    """'3x+4=2 mod 7' -> (a, b, c, p)."""
-    lhs, rest = problem.split("=", 1)
-    c, p = rest.split(" mod ")
-    a, b = lhs.split("x+")
-    return int(a), int(b), int(c), int(p)
+    """'3x+4=2 mod 7' -> (a, b, c, p): the demo's problems have one x term."""
+    p, coefficients, b, c = synthetic_rewards.parse_problem(problem)
+    if len(coefficients) != 1:
+        raise ValueError(f"demo problems have one x term; got {problem!r}")
+    return coefficients[0], b, c, p
 
 
 def worked_answer(problem: str, x: int) -> str:
@@ -157,11 +158,11 @@ def run_seed(config, workdir: str, seed: int, log) -> dict:
             continue
         run_dir = os.path.join(seed_dir, method.replace(" ", "_").replace("-", "_").lower())
         rl_config = _rl_config(config, schedules[method], seed)
-        run_setup = dataclasses.replace(setup, config=rl_config, params=base_params,
+        method_setup = dataclasses.replace(setup, config=rl_config, params=base_params,
                                         ref_params=run_setup.reference_copy(base_params,
                                                                         rl_config.model.reference_dtype))
         log(f"{method}: {schedules[method]}")
-        result = train.run(rl_config, run_dir, setup=run_setup)
+        result = train.run(rl_config, run_dir, setup=method_setup)
         if result.preempted:
             raise SystemExit(f"{method} was preempted after saving; rerun the same command to resume the demo")
         results[method] = {"final": result.eval_metrics, "history": _eval_history(run_dir)}

@@ -69,9 +69,14 @@ def _auto_detectable() -> bool:
     if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
         return True
     # Set by `import jax` when libtpu and TPU chips are present; JAX then finds the slice's
-    # workers from the VM metadata (a single-host VM becomes a one-process "cluster").
-    from jax._src import cloud_tpu_init
-
+    # workers from the VM metadata (a single-host VM becomes a one-process "cluster"). A private
+    # module because JAX has no public "am I on a Cloud TPU VM" that does not start a backend
+    # (`jax.devices()` would, and `jax.distributed.initialize` must come before any backend).
+    # Guarded, so a JAX that moves it only loses TPU auto-detection (explicit settings still work).
+    try:
+        from jax._src import cloud_tpu_init
+    except ImportError:
+        return False
     return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
 
 

@@ -119,10 +119,10 @@ def main(argv):
     with open(os.path.join(workdir, "eval_records.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     if flags.FLAGS.scaling_budget:
-        from score_jax import evaluate_decoding
+        from score_jax import inference_scaling
 
         examples = [setup.task.eval[i] for i in range(min(len(setup.task.eval), config.eval.num_examples or 10**9))]
-        scaling = evaluate_decoding.inference_scaling(
+        scaling = inference_scaling.inference_scaling(
             _eval_sampler(setup, config), params, examples,
             [setup.task.eval_preset.first_turn(ex) for ex in examples], setup.task.eval_preset.correction_instruction,
             grade=lambda text, ex: float(setup.task.reward([text], [ex])[0]), extract=setup.task.answer,

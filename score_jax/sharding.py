@@ -142,7 +142,7 @@ def logical_to_spec(names: Sequence[str | None], rules: Rules) -> PartitionSpec:
     return PartitionSpec(*spec)
 
 
-def param_shardings(abstract_boxed_params: Any, mesh: Mesh, rules: Rules) -> Any:
+def shardings_for_logical(abstract_boxed_params: Any, mesh: Mesh, rules: Rules) -> Any:
     """NamedShardings for a tree of ``nn.LogicallyPartitioned`` (abstract) parameters.
 
     Axes whose size the mesh axes do not divide are replicated instead, so tiny test models and

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from score_jax import data, distributed
+from score_jax.rewards import synthetic as synthetic_rewards
 from score_jax.rewards.code import extract_program
 
 Example = dict[str, Any]
@@ -90,10 +91,10 @@ def _synthetic_task(cfg, seed: int) -> Task:
     preset = data.get_preset("synthetic", "synthetic")
 
     def reward(texts, examples):
-        return np.array([float(data.check_synthetic_answer(ex, t)) for t, ex in zip(texts, examples)], np.float32)
+        return np.array([float(synthetic_rewards.check_synthetic_answer(ex, t)) for t, ex in zip(texts, examples)], np.float32)
 
     def answer(text):
-        value = data.extract_synthetic_answer(text)
+        value = synthetic_rewards.extract_synthetic_answer(text)
         return None if value is None else str(value)
 
     return Task("synthetic", problems[:cfg.synthetic_size], problems[cfg.synthetic_size:], preset, preset, reward,

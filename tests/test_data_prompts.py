@@ -8,7 +8,7 @@ from score_jax import data
 
 MBPP = pathlib.Path(__file__).parent / "fixtures" / "data" / "mbpp"
 
-# Kumar et al. 2024, as quoted in SCORE.md.
+# Kumar et al. 2024 (Training Language Models to Self-Correct via RL), Appendix: the prompts, verbatim.
 PAPER_MATH_FIRST = (
     "You are a math expert. When you respond, respond only with the Solution of the final Problem, "
     "thinking step by step. At the end of the Solution, when you give your final answer, write it "

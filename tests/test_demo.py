@@ -5,6 +5,7 @@ import os
 import pathlib
 
 from score_jax import demo, metrics
+from score_jax.rewards import synthetic as synthetic_rewards
 from score_jax.tokenizer import ByteTokenizer, get_chat_template
 
 
@@ -65,7 +66,7 @@ def test_traces_have_the_configured_habits():
         ex = problems[i // 10]
         first, second = tok.decode(ids).split("Check and fix:")
         assert demo.worked_answer(ex["problem"], 0).split(" x=")[0] in first  # the reduced equation
-        stats[demo.is_hard(ex["problem"])].append(data.check_synthetic_answer(ex, first))
+        stats[demo.is_hard(ex["problem"])].append(synthetic_rewards.check_synthetic_answer(ex, first))
         repeats += first.split("x=")[-1] == second.split("x=")[-1]
         assert sum(mask) > 0
     # Attempt 1 is right about 90% of the time on small divisors, 30% on large ones (where the

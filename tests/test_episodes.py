@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_jax import evaluate_decoding, sharding
+from score_jax import inference_scaling, sharding
 from score_jax.episodes import EpisodeSampler
 from score_jax.model import forward, get_preset, init_params
 from score_jax.sampling import SamplingConfig
@@ -123,7 +123,8 @@ def test_reprefill_and_more_attempts(params):
     np.testing.assert_array_equal(reuse.attempt_masks, again.attempt_masks)
     np.testing.assert_allclose(reuse.logprobs, again.logprobs, atol=1e-4)
     assert reuse.texts == again.texts
-    assert evaluate_decoding.greedy_attempts(sampler, params, FIRST_TURNS, INSTRUCTION, num_attempts=3) == [
+    assert sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(0), num_attempts=3,
+                          settings=sampler.settings.replace(greedy=True)).texts == [
         texts[::2] for texts in reuse.texts]
 
 
@@ -142,9 +143,9 @@ def test_majority_vote():
     def first_word(t):
         return t.split()[0] if t.split() else None
 
-    assert evaluate_decoding.majority_vote(["a 1", "b 2", "b 3", "a 4", ""], first_word) == "a 1"  # tie: earliest
-    assert evaluate_decoding.majority_vote(["", "b 2", "b 3", "a 4"], first_word) == "b 2"
-    assert evaluate_decoding.majority_vote(["", " "], first_word) == ""
+    assert inference_scaling.majority_vote(["a 1", "b 2", "b 3", "a 4", ""], first_word) == "a 1"  # tie: earliest
+    assert inference_scaling.majority_vote(["", "b 2", "b 3", "a 4"], first_word) == "b 2"
+    assert inference_scaling.majority_vote(["", " "], first_word) == ""
 
 
 def test_inference_scaling(params):
@@ -155,7 +156,7 @@ def test_inference_scaling(params):
         seen.append(example)
         return float(len(text) % 2 == 0)
 
-    result = evaluate_decoding.inference_scaling(
+    result = inference_scaling.inference_scaling(
         sampler, params, examples=["e0", "e1", "e2", "e3"], first_turns=FIRST_TURNS, instruction=INSTRUCTION,
         grade=grade, extract=lambda t: len(t) % 3, rng=jax.random.key(2), max_budget=4)
     assert sorted(result.parallel) == [1, 2, 4] and sorted(result.corrected) == [2, 4]

@@ -170,37 +170,37 @@ def _edit_tensors(directory, edit):
 
 def test_error_unsupported_architecture(llama_dir):
     _edit_config(llama_dir, model_type="mistral", architectures=["MistralForCausalLM"])
-    with pytest.raises(hf.CheckpointError, match="unsupported architecture: model_type='mistral'"):
+    with pytest.raises(hf.HFCheckpointError, match="unsupported architecture: model_type='mistral'"):
         hf.load_hf_checkpoint(llama_dir)
 
 
 def test_error_unsupported_rope(llama_dir):
     _edit_config(llama_dir, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0})
-    with pytest.raises(hf.CheckpointError, match="RoPE type 'yarn' is not supported"):
+    with pytest.raises(hf.HFCheckpointError, match="RoPE type 'yarn' is not supported"):
         hf.load_hf_checkpoint(llama_dir)
 
 
 def test_error_missing_tensor(llama_dir):
     _edit_tensors(llama_dir, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
-    with pytest.raises(hf.CheckpointError, match=r"lacks 1 tensors .*model\.layers\.1\.mlp\.up_proj\.weight"):
+    with pytest.raises(hf.HFCheckpointError, match=r"lacks 1 tensors .*model\.layers\.1\.mlp\.up_proj\.weight"):
         hf.load_hf_checkpoint(llama_dir)
 
 
 def test_error_unexpected_tensor(llama_dir):
     _edit_tensors(llama_dir, lambda t: t.update({"model.layers.0.mlp.extra.weight": np.zeros((2, 2), np.float32)}))
-    with pytest.raises(hf.CheckpointError, match=r"does not use: model\.layers\.0\.mlp\.extra\.weight"):
+    with pytest.raises(hf.HFCheckpointError, match=r"does not use: model\.layers\.0\.mlp\.extra\.weight"):
         hf.load_hf_checkpoint(llama_dir)
 
 
 def test_error_tied_config_with_lm_head(llama_dir):
     _edit_config(llama_dir, tie_word_embeddings=True)
-    with pytest.raises(hf.CheckpointError, match=r"lm_head\.weight with tie_word_embeddings=true"):
+    with pytest.raises(hf.HFCheckpointError, match=r"lm_head\.weight with tie_word_embeddings=true"):
         hf.load_hf_checkpoint(llama_dir)
 
 
 def test_error_shape_mismatch(llama_dir):
     _edit_config(llama_dir, intermediate_size=96)
-    with pytest.raises(hf.CheckpointError,
+    with pytest.raises(hf.HFCheckpointError,
                        match=r"6 tensors have the wrong shape.*model\.layers\.0\.mlp\.down_proj\.weight: "
                              r"expected \[64, 96\], found \[64, 128\]"):
         hf.load_hf_checkpoint(llama_dir)
@@ -208,20 +208,20 @@ def test_error_shape_mismatch(llama_dir):
 
 def test_error_missing_config(llama_dir):
     os.remove(llama_dir / "config.json")
-    with pytest.raises(hf.CheckpointError, match="no config.json in"):
+    with pytest.raises(hf.HFCheckpointError, match="no config.json in"):
         hf.load_hf_checkpoint(llama_dir)
 
 
 def test_error_no_safetensors(llama_dir):
     os.rename(llama_dir / "model.safetensors", llama_dir / "pytorch_model.bin")
-    with pytest.raises(hf.CheckpointError, match=r"no \*\.safetensors files .*pytorch_model\.bin"):
+    with pytest.raises(hf.HFCheckpointError, match=r"no \*\.safetensors files .*pytorch_model\.bin"):
         hf.load_hf_checkpoint(llama_dir)
 
 
 def test_error_corrupt_safetensors(llama_dir):
     path = llama_dir / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-1000])
-    with pytest.raises(hf.CheckpointError, match="model.safetensors is not a readable safetensors file"):
+    with pytest.raises(hf.HFCheckpointError, match="model.safetensors is not a readable safetensors file"):
         hf.load_hf_checkpoint(llama_dir)
 
 
@@ -229,13 +229,13 @@ def test_error_index_names_absent_file(tmp_path):
     fx.save_tiny_hf_checkpoint(tmp_path, "llama", max_shard_size="40KB")
     victim = sorted(tmp_path.glob("model-*.safetensors"))[1]
     os.remove(victim)
-    with pytest.raises(hf.CheckpointError, match=f"names {victim.name}, which is not in"):
+    with pytest.raises(hf.HFCheckpointError, match=f"names {victim.name}, which is not in"):
         hf.load_hf_checkpoint(tmp_path)
 
 
 def test_export_refuses_config_transformers_cannot_express():
     config = model_config.get_preset("tiny_llama", qkv_bias=True)
-    with pytest.raises(hf.CheckpointError, match="LlamaForCausalLM cannot express.*qkv_bias"):
+    with pytest.raises(hf.HFCheckpointError, match="LlamaForCausalLM cannot express.*qkv_bias"):
         hf.hf_config_from_model(config)
 
 

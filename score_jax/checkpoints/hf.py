@@ -61,7 +61,7 @@ _SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "sp
                "generation_config.json", "chat_template.jinja")
 
 
-class CheckpointError(ValueError):
+class HFCheckpointError(ValueError):
     """A checkpoint that cannot be read or written as asked; the message names what is wrong."""
 
 
@@ -77,14 +77,14 @@ def _family(hf: dict) -> str:
     for arch in hf.get("architectures") or ():
         if arch in by_arch:
             return by_arch[arch]
-    raise CheckpointError(
+    raise HFCheckpointError(
         f"unsupported architecture: model_type={model_type!r}, architectures={hf.get('architectures')!r}; "
         f"supported model types: {sorted(ARCHITECTURES)} ({sorted(ARCHITECTURES.values())})")
 
 
 def _required(hf: dict, key: str):
     if hf.get(key) is None:
-        raise CheckpointError(f"config.json has no {key!r}, which a {hf.get('model_type')} model needs")
+        raise HFCheckpointError(f"config.json has no {key!r}, which a {hf.get('model_type')} model needs")
     return hf[key]
 
 
@@ -94,7 +94,7 @@ def _rope(hf: dict) -> tuple[float, tuple[float, float, float, int] | None]:
     if params and all(isinstance(v, dict) for v in params.values()):  # one entry per layer type
         distinct = {json.dumps(v, sort_keys=True) for v in params.values()}
         if len(distinct) > 1:
-            raise CheckpointError(f"different RoPE settings per layer type are not supported: {params}")
+            raise HFCheckpointError(f"different RoPE settings per layer type are not supported: {params}")
         params = next(iter(params.values()))
     params = dict(params or hf.get("rope_scaling") or {})
     theta = float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
@@ -106,9 +106,9 @@ def _rope(hf: dict) -> tuple[float, tuple[float, float, float, int] | None]:
             scaling = (float(params["factor"]), float(params["low_freq_factor"]), float(params["high_freq_factor"]),
                        int(params["original_max_position_embeddings"]))
         except KeyError as e:
-            raise CheckpointError(f"llama3 RoPE scaling {params} lacks {e.args[0]!r}") from None
+            raise HFCheckpointError(f"llama3 RoPE scaling {params} lacks {e.args[0]!r}") from None
         return theta, scaling
-    raise CheckpointError(f"RoPE type {rope_type!r} is not supported; supported: 'default', 'llama3'")
+    raise HFCheckpointError(f"RoPE type {rope_type!r} is not supported; supported: 'default', 'llama3'")
 
 
 def _sliding_window(hf: dict, family: str, num_layers: int) -> tuple[int | None, int]:
@@ -116,26 +116,26 @@ def _sliding_window(hf: dict, family: str, num_layers: int) -> tuple[int | None,
     layer_types = hf.get("layer_types")
     if layer_types is not None:
         if len(layer_types) != num_layers:
-            raise CheckpointError(f"layer_types has {len(layer_types)} entries for {num_layers} layers")
+            raise HFCheckpointError(f"layer_types has {len(layer_types)} entries for {num_layers} layers")
         unknown = set(layer_types) - {"sliding_attention", "full_attention"}
         if unknown:
-            raise CheckpointError(f"layer types {sorted(unknown)} are not supported")
+            raise HFCheckpointError(f"layer types {sorted(unknown)} are not supported")
         local = [t == "sliding_attention" for t in layer_types]
     elif family == "gemma2":  # transformers 4.x: even layers are local
         local = [i % 2 == 0 for i in range(num_layers)]
     elif hf.get("use_sliding_window"):
-        raise CheckpointError("use_sliding_window=true without layer_types is not supported")
+        raise HFCheckpointError("use_sliding_window=true without layer_types is not supported")
     else:
         local = [False] * num_layers
     if not any(local):
         return None, 2
     window = hf.get("sliding_window")
     if window is None:
-        raise CheckpointError("layer_types has sliding_attention layers but config.json has no sliding_window")
+        raise HFCheckpointError("layer_types has sliding_attention layers but config.json has no sliding_window")
     for pattern in range(2, num_layers + 2):
         if all(is_local == ((i + 1) % pattern != 0) for i, is_local in enumerate(local)):
             return int(window), pattern
-    raise CheckpointError(
+    raise HFCheckpointError(
         f"local layers {[i for i, x in enumerate(local) if x]} do not follow a 'every n-th layer is global' "
         "pattern, the only one score_jax supports")
 
@@ -144,12 +144,12 @@ def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
     """A ModelConfig from a transformers ``config.json`` dict, then `overrides` (any ModelConfig field).
 
     Raises:
-      CheckpointError: unsupported architecture or feature, or a missing required field.
+      HFCheckpointError: unsupported architecture or feature, or a missing required field.
     """
     family = _family(hf)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
-        raise CheckpointError(f"unknown ModelConfig fields in overrides: {sorted(unknown)}")
+        raise HFCheckpointError(f"unknown ModelConfig fields in overrides: {sorted(unknown)}")
     num_heads = int(_required(hf, "num_attention_heads"))
     d_model = int(_required(hf, "hidden_size"))
     num_layers = int(_required(hf, "num_hidden_layers"))
@@ -157,16 +157,16 @@ def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
     if "gemma" in family:
         # Gemma 1 configs say "gelu", but the models were trained with (and HF runs) the tanh approximation.
         if act not in ("gelu_pytorch_tanh", "gelu", "gelu_new"):
-            raise CheckpointError(f"activation {act!r} is not supported for {family}; expected gelu_pytorch_tanh")
+            raise HFCheckpointError(f"activation {act!r} is not supported for {family}; expected gelu_pytorch_tanh")
         activation = "gelu_tanh"
     elif act == "silu":
         activation = "silu"
     else:
-        raise CheckpointError(f"activation {act!r} is not supported for {family}; expected silu")
+        raise HFCheckpointError(f"activation {act!r} is not supported for {family}; expected silu")
     if hf.get("mlp_bias"):
-        raise CheckpointError("mlp_bias=true is not supported (score_jax MLPs have no biases)")
+        raise HFCheckpointError("mlp_bias=true is not supported (score_jax MLPs have no biases)")
     if family != "qwen2" and hf.get("attention_bias"):
-        raise CheckpointError(f"attention_bias=true is not supported for {family} (it adds an output-projection bias)")
+        raise HFCheckpointError(f"attention_bias=true is not supported for {family} (it adds an output-projection bias)")
     rope_theta, llama3_scaling = _rope(hf)
     window, pattern = _sliding_window(hf, family, num_layers)
     gemma2 = family == "gemma2"
@@ -198,7 +198,7 @@ def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
     try:
         return ModelConfig(**(fields | overrides))
     except ValueError as e:
-        raise CheckpointError(f"config.json does not make a valid ModelConfig: {e}") from e
+        raise HFCheckpointError(f"config.json does not make a valid ModelConfig: {e}") from e
 
 
 def _architecture(config: ModelConfig) -> dict:
@@ -218,7 +218,7 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
     Written for both transformers 5 (``rope_parameters``) and 4.x (``rope_theta``/``rope_scaling``).
 
     Raises:
-      CheckpointError: `config` uses a feature its family's transformers model does not have.
+      HFCheckpointError: `config` uses a feature its family's transformers model does not have.
     """
     c = config
     rope = {"rope_type": "default", "rope_theta": c.rope_theta}
@@ -266,7 +266,7 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
     back = _architecture(model_config_from_hf(hf))
     differ = {k: (v, back[k]) for k, v in _architecture(c).items() if back.get(k) != v}
     if differ:
-        raise CheckpointError(
+        raise HFCheckpointError(
             f"transformers' {ARCHITECTURES[c.family]} cannot express these ModelConfig fields "
             f"(ours, as written): {differ}")
     return hf
@@ -387,7 +387,7 @@ class _SafetensorsDir:
                 try:
                     weight_map = json.load(f)["weight_map"]
                 except (json.JSONDecodeError, KeyError) as e:
-                    raise CheckpointError(f"{index_path} is not a safetensors index: {e!r}") from e
+                    raise HFCheckpointError(f"{index_path} is not a safetensors index: {e!r}") from e
             files = sorted(set(weight_map.values()))
         else:
             weight_map = None
@@ -395,29 +395,29 @@ class _SafetensorsDir:
             if not files:
                 found = [f for f in os.listdir(directory) if f.endswith((".bin", ".pt", ".pth", ".h5", ".msgpack"))]
                 hint = f" (found {found}: convert them to safetensors first)" if found else ""
-                raise CheckpointError(f"no *.safetensors files in {directory}{hint}")
+                raise HFCheckpointError(f"no *.safetensors files in {directory}{hint}")
         self._handles: dict[str, Any] = {}
         self._file_of: dict[str, str] = {}
         for name in files:
             path = os.path.join(directory, name)
             if not os.path.exists(path):
-                raise CheckpointError(f"{INDEX_FILE} names {name}, which is not in {directory}")
+                raise HFCheckpointError(f"{INDEX_FILE} names {name}, which is not in {directory}")
             try:
                 handle = stack.enter_context(safe_open(path, framework="numpy"))
             except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError and OSError
-                raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+                raise HFCheckpointError(f"{path} is not a readable safetensors file: {e}") from e
             self._handles[path] = handle
             for key in handle.keys():
                 if key in self._file_of:
-                    raise CheckpointError(f"tensor {key!r} is in both {self._file_of[key]} and {path}")
+                    raise HFCheckpointError(f"tensor {key!r} is in both {self._file_of[key]} and {path}")
                 if weight_map is not None and weight_map.get(key) != name:
-                    raise CheckpointError(f"tensor {key!r} is in {path} but {INDEX_FILE} maps it to "
+                    raise HFCheckpointError(f"tensor {key!r} is in {path} but {INDEX_FILE} maps it to "
                                           f"{weight_map.get(key)!r}")
                 self._file_of[key] = path
         if weight_map is not None:
             absent = set(weight_map) - set(self._file_of)
             if absent:
-                raise CheckpointError(f"{INDEX_FILE} lists tensors its files do not hold: {_listing(absent)}")
+                raise HFCheckpointError(f"{INDEX_FILE} lists tensors its files do not hold: {_listing(absent)}")
 
     def names(self) -> set[str]:
         return set(self._file_of)
@@ -436,7 +436,7 @@ class _SafetensorsDir:
                 return _read_raw(path, name)
             return self._handles[path].get_tensor(name)
         except Exception as e:  # noqa: BLE001 - a damaged file fails here at the earliest
-            raise CheckpointError(f"cannot read tensor {name!r} from {path}: {e}") from e
+            raise HFCheckpointError(f"cannot read tensor {name!r} from {path}: {e}") from e
 
 
 def _read_header(fh) -> tuple[dict, int]:
@@ -471,14 +471,14 @@ def _check_tensors(files: _SafetensorsDir, config: ModelConfig, leaves: dict) ->
         problems.append(f"has {len(unexpected)} tensors the {config.family} config does not use: "
                         f"{_listing(unexpected)}{hint}")
     if problems:
-        raise CheckpointError("checkpoint " + "; and ".join(problems))
+        raise HFCheckpointError("checkpoint " + "; and ".join(problems))
     wrong = [f"{n}: expected {list(s)}, found {list(files.shape(n))}" for n, s in expected.items()
              if files.shape(n) != s]
     if wrong:
-        raise CheckpointError(f"{len(wrong)} tensors have the wrong shape for config.json: {_listing(wrong)}")
+        raise HFCheckpointError(f"{len(wrong)} tensors have the wrong shape for config.json: {_listing(wrong)}")
     not_float = [f"{n}: {files.dtype(n)}" for n in expected if files.dtype(n) not in _SAFETENSORS_DTYPES]
     if not_float:
-        raise CheckpointError(f"tensors of unsupported dtype (quantised?): {_listing(not_float)}")
+        raise HFCheckpointError(f"tensors of unsupported dtype (quantised?): {_listing(not_float)}")
 
 
 def _put(x: np.ndarray, sharding) -> jax.Array:
@@ -514,17 +514,17 @@ def load_hf_checkpoint(path: str, mesh=None, rules="fsdp", **overrides) -> tuple
       target sharding.
 
     Raises:
-      CheckpointError: a missing or unreadable file, an unsupported architecture, or tensors
+      HFCheckpointError: a missing or unreadable file, an unsupported architecture, or tensors
         missing, unexpected, or of the wrong shape (all named).
     """
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
-        raise CheckpointError(f"no config.json in {path!r}: not a transformers checkpoint directory")
+        raise HFCheckpointError(f"no config.json in {path!r}: not a transformers checkpoint directory")
     with open(config_path) as f:
         try:
             hf = json.load(f)
         except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_path} is not valid JSON: {e}") from e
+            raise HFCheckpointError(f"{config_path} is not valid JSON: {e}") from e
     config = model_config_from_hf(hf, **overrides)
     leaves = _abstract_leaves(config)
     if mesh is None:
@@ -601,7 +601,7 @@ def _replacing_directory(path: str) -> Iterator[str]:
     """Yields a fresh temporary directory that replaces `path` only if the block succeeds."""
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise CheckpointError(f"{path} exists and is not a directory")
+        raise HFCheckpointError(f"{path} exists and is not a directory")
     parent, base = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
@@ -639,11 +639,11 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: st
         under ours, and whose tokenizer and generation files are copied alongside.
 
     Raises:
-      CheckpointError: params that do not match `config`, or a config transformers cannot express.
+      HFCheckpointError: params that do not match `config`, or a config transformers cannot express.
     """
     dtype = dtype or config.param_dtype
     if dtype not in _DTYPE_NAMES:
-        raise CheckpointError(f"cannot store dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}")
+        raise HFCheckpointError(f"cannot store dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}")
     base = None
     if source_dir is not None:
         with open(os.path.join(source_dir, "config.json")) as f:
@@ -653,12 +653,12 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: st
     leaves = _abstract_leaves(config)
     given = _leaves(params)
     if set(given) != set(leaves):
-        raise CheckpointError(f"params do not match the config: missing {_listing(set(leaves) - set(given))}; "
+        raise HFCheckpointError(f"params do not match the config: missing {_listing(set(leaves) - set(given))}; "
                               f"unexpected {_listing(set(given) - set(leaves))}")
     wrong = [f"{'/'.join(p)}: {list(np.shape(given[p]))} != {list(s.shape)}" for p, s in leaves.items()
              if tuple(np.shape(given[p])) != tuple(s.shape)]
     if wrong:
-        raise CheckpointError(f"params have the wrong shapes for the config: {_listing(wrong)}")
+        raise HFCheckpointError(f"params have the wrong shapes for the config: {_listing(wrong)}")
 
     # Plan: (name, dtype, shape) in checkpoint order, and how to make each from params.
     sf_dtype, np_dtype = _DTYPE_NAMES[dtype], jnp.dtype(dtype)

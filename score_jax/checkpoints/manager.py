@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 _ITEMS = ("state", "extra")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointRestoreError(RuntimeError):
     """No usable checkpoint where one was required."""
 
 
@@ -80,14 +80,6 @@ class Checkpointer:
             return step, restored.state, dict(restored.extra)
         return None
 
-    def restore_best(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
-        self._best.wait_until_finished()
-        step = self._best.latest_step()
-        if step is None:
-            return None
-        restored = self._best.restore(step, args=_restore_args(abstract_state))
-        return step, restored.state, dict(restored.extra)
-
     def wait(self) -> None:
         self._latest.wait_until_finished()
         self._best.wait_until_finished()
@@ -106,7 +98,7 @@ def restore_from_path(path: str, abstract_state: Any, step: int | None = None) -
     """
     path = _resolve(path)
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint path {path} does not exist")
+        raise CheckpointRestoreError(f"checkpoint path {path} does not exist")
     if step is None and path.name.isdigit() and (path / "state").is_dir():
         path, step = path.parent, int(path.name)
     manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
@@ -115,7 +107,7 @@ def restore_from_path(path: str, abstract_state: Any, step: int | None = None) -
     if step is not None:
         steps = [step] if step in steps else []
     if not steps:
-        raise CheckpointError(f"no checkpoint steps found in {path}" + (f" (asked for step {step})" if step else ""))
+        raise CheckpointRestoreError(f"no checkpoint steps found in {path}" + (f" (asked for step {step})" if step else ""))
     errors = []
     for s in steps:
         try:
@@ -124,7 +116,7 @@ def restore_from_path(path: str, abstract_state: Any, step: int | None = None) -
         except Exception as err:  # noqa: BLE001
             log.warning("checkpoint step %d in %s is unreadable: %s", s, path, err)
             errors.append(f"step {s}: {type(err).__name__}: {str(err)[:200]}")
-    raise CheckpointError(f"no readable checkpoint in {path}: " + "; ".join(errors))
+    raise CheckpointRestoreError(f"no readable checkpoint in {path}: " + "; ".join(errors))
 
 
 def _resolve(path: str) -> epath.Path:

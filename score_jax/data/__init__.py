@@ -11,10 +11,9 @@ files (third_party/DATASETS.md says where to get them), read as array_record wit
 
 from score_jax.data.files import DataError
 from score_jax.data.pipeline import PromptBatches, shard_bounds
-from score_jax.data.prompts import PromptPreset, available_presets, get_preset
+from score_jax.data.prompts import PromptPreset, get_preset
 from score_jax.data.sources import BUILDERS, Source, builder, load
 from score_jax.data.synthetic import DIFFICULTIES, SyntheticDifficulty, generate_synthetic
-from score_jax.rewards.synthetic import check_synthetic_answer, extract_synthetic_answer  # the grader, re-exported
 
 __all__ = [
     "BUILDERS",
@@ -24,10 +23,7 @@ __all__ = [
     "PromptPreset",
     "Source",
     "SyntheticDifficulty",
-    "available_presets",
     "builder",
-    "check_synthetic_answer",
-    "extract_synthetic_answer",
     "generate_synthetic",
     "get_preset",
     "load",

@@ -105,11 +105,6 @@ _PRESETS = {
 }
 
 
-def available_presets() -> list[tuple[str, str]]:
-    """The (name, task) pairs `get_preset` knows."""
-    return sorted(_PRESETS)
-
-
 def get_preset(name: str, task: str, *, shots: Iterable[Example] | None = None) -> PromptPreset:
     """The preset `name` for `task`.
 
@@ -124,7 +119,7 @@ def get_preset(name: str, task: str, *, shots: Iterable[Example] | None = None) 
     """
     if (name, task) not in _PRESETS:
         raise ValueError(
-            f"No prompt preset {name!r} for task {task!r}; have {available_presets()}."
+            f"No prompt preset {name!r} for task {task!r}; have {sorted(_PRESETS)}."
         )
     render, correction = _PRESETS[name, task]
     if task != "mbpp":

@@ -3,7 +3,7 @@
 A problem reads "3x+4=2 mod 7" (or, with two x terms, "3x+5x+2=1 mod 13"); the answer is the one
 x in [0, p) that satisfies it, written "x=5". Producing x takes a modular inverse, checking it
 takes one substitution: a second attempt can verify the first and, when it fails, try again,
-which is the behaviour SCoRe teaches (see the notes in SCORE.md). Texts stay under 24 characters
+which is the behaviour SCoRe teaches (the paper's section 4: a base model that rarely revises is what SCoRe must change). Texts stay under 24 characters
 so that a tiny character-level transformer learns the task in minutes.
 
 Difficulty sets the primes and the number of x terms; `easy` has few enough distinct problems

@@ -340,7 +340,7 @@ def abstract_params(config: ModelConfig) -> Any:
 def param_shardings(config: ModelConfig, mesh, rules) -> Any:
     """NamedShardings for the (unboxed) parameter tree under a rule set."""
     boxed = abstract_params(config)
-    return sharding.param_shardings(boxed, mesh, sharding.resolve_rules(rules))
+    return sharding.shardings_for_logical(boxed, mesh, sharding.resolve_rules(rules))
 
 
 def init_params(config: ModelConfig, rng: Array, mesh=None, rules="fsdp") -> Any:

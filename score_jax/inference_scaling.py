@@ -1,6 +1,6 @@
-"""Decoding for evaluation: greedy K-attempt answers, and the inference-time scaling study.
+"""The inference-time scaling study (the paper's Fig. 1, right): majority voting vs self-correction.
 
-Scaling (the paper's section on inference-time compute): at a budget of b samples per problem,
+At a budget of b samples per problem,
 compare majority voting over b independent first attempts (temperature 0.7) with majority voting
 over the second attempts of b / 2 episodes, each a first attempt corrected once (b samples in
 all). Grading and answer extraction are passed in, so this module knows nothing of any task.
@@ -17,14 +17,6 @@ import jax
 import numpy as np
 
 from score_jax.episodes import EpisodeSampler
-
-
-def greedy_attempts(sampler: EpisodeSampler, params: Any, first_turns: Sequence[str], instruction: str, *,
-                    num_attempts: int = 2) -> list[list[str]]:
-    """Greedy answers: texts[k][i] is attempt k at problem i (the sampler's settings, made greedy)."""
-    episode = sampler.sample(params, first_turns, instruction, rng=jax.random.key(0), num_attempts=num_attempts,
-                             settings=sampler.settings.replace(greedy=True))
-    return episode.texts
 
 
 def majority_vote(texts: Sequence[str], extract: Callable[[str], Hashable | None]) -> str:
