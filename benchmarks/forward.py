@@ -63,10 +63,14 @@ def bench(preset: str, batch: int, seq: int, iters: int) -> dict:
     jax_s, torch_s = _time(ours, iters), _time(theirs, iters)
     diff = float(np.abs(np.asarray(ours()) - theirs().numpy()).max())
     return {
-        "config": preset, "params_millions": round(config.num_params() / 1e6, 1), "batch": batch, "seq": seq,
+        "config": preset,
+        "params_millions": round(config.num_params() / 1e6, 1),
+        "batch": batch,
+        "seq": seq,
         "score_jax_tokens_per_s": round(batch * seq / jax_s, 1),
         "transformers_tokens_per_s": round(batch * seq / torch_s, 1),
-        "speedup": round(torch_s / jax_s, 2), "max_abs_logit_diff": diff,
+        "speedup": round(torch_s / jax_s, 2),
+        "max_abs_logit_diff": diff,
     }
 
 
@@ -78,10 +82,18 @@ def main():
     for case in CASES:
         results.append(bench(*case, iters=args.iters))
         print(results[-1], flush=True)
-    print(json.dumps({
-        "benchmark": "forward", "jax_backend": jax.default_backend(), "jax": jax.__version__,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "results": results,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "forward",
+                "jax_backend": jax.default_backend(),
+                "jax": jax.__version__,
+                "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -61,10 +61,18 @@ def _run_equivalence(rows: list[dict], repeat: int) -> tuple[list[dict], list[fl
             times.append(seconds)
         cold.append(times[0])
         warm.extend(times[1:])
-        results.append({
-            "index": index, "got": bool(got), "equal": row["equal"], "core": row.get("core", False),
-            "tags": row.get("tags", []), "seconds": max(times), "pred": row["pred"], "gold": row["gold"],
-        })
+        results.append(
+            {
+                "index": index,
+                "got": bool(got),
+                "equal": row["equal"],
+                "core": row.get("core", False),
+                "tags": row.get("tags", []),
+                "seconds": max(times),
+                "pred": row["pred"],
+                "gold": row["gold"],
+            }
+        )
     return results, cold, warm
 
 
@@ -79,8 +87,9 @@ def _run_extraction(rows: list[dict]) -> list[dict]:
             ok = got.strip() == expected.strip()
         else:
             ok = math_grader.is_equivalent(got, expected)
-        results.append({"index": index, "ok": ok, "got": got, "expected": expected, "seconds": seconds,
-                        "text": row["text"]})
+        results.append(
+            {"index": index, "ok": ok, "got": got, "expected": expected, "seconds": seconds, "text": row["text"]}
+        )
     return results
 
 
@@ -106,8 +115,11 @@ def main(argv: list[str] | None = None) -> dict:
     slow = [r for r in results if r["seconds"] > args.case_limit_s]
     out = sys.stdout if args.show_disagreements else sys.stderr
     for r in wrong:
-        print(f"[equiv #{r['index']}] label={r['equal']} got={r['got']} core={r['core']} tags={r['tags']}\n"
-              f"    pred={r['pred'][-200:]!r}\n    gold={r['gold'][-200:]!r}", file=out)
+        print(
+            f"[equiv #{r['index']}] label={r['equal']} got={r['got']} core={r['core']} tags={r['tags']}\n"
+            f"    pred={r['pred'][-200:]!r}\n    gold={r['gold'][-200:]!r}",
+            file=out,
+        )
     for r in slow:
         print(f"[slow #{r['index']}] {r['seconds'] * 1e3:.1f} ms", file=out)
 
@@ -125,21 +137,33 @@ def main(argv: list[str] | None = None) -> dict:
         "over_limit": [r["index"] for r in slow],
         "disagreements": [r["index"] for r in wrong],
     }
-    print(f"equivalence: {report['agree']}/{report['cases']} overall, "
-          f"{report['core_agree']}/{report['core_cases']} core")
-    print(f"latency per call, first pass: median {report['median_ms']:.2f} ms, p99 {report['p99_ms']:.2f} ms; "
-          f"worst of all passes {report['worst_ms']:.2f} ms; over {args.case_limit_s} s: {len(slow)}")
+    print(
+        f"equivalence: {report['agree']}/{report['cases']} overall, {report['core_agree']}/{report['core_cases']} core"
+    )
+    print(
+        f"latency per call, first pass: median {report['median_ms']:.2f} ms, p99 {report['p99_ms']:.2f} ms; "
+        f"worst of all passes {report['worst_ms']:.2f} ms; over {args.case_limit_s} s: {len(slow)}"
+    )
     if warm:
-        print(f"latency per call, repeat passes (warm caches): median {report['warm_median_ms']:.2f} ms, "
-              f"p99 {report['warm_p99_ms']:.2f} ms")
+        print(
+            f"latency per call, repeat passes (warm caches): median {report['warm_median_ms']:.2f} ms, "
+            f"p99 {report['warm_p99_ms']:.2f} ms"
+        )
     if args.extract_cases:
         extraction = _run_extraction(_load(args.extract_cases))
         bad = [r for r in extraction if not r["ok"]]
         for r in bad:
-            print(f"[extract #{r['index']}] expected={r['expected']!r} got={r['got']!r}\n"
-                  f"    text={r['text'][-200:]!r}", file=out)
-        report.update({"extract_cases": len(extraction), "extract_agree": len(extraction) - len(bad),
-                       "extract_disagreements": [r["index"] for r in bad]})
+            print(
+                f"[extract #{r['index']}] expected={r['expected']!r} got={r['got']!r}\n    text={r['text'][-200:]!r}",
+                file=out,
+            )
+        report.update(
+            {
+                "extract_cases": len(extraction),
+                "extract_agree": len(extraction) - len(bad),
+                "extract_disagreements": [r["index"] for r in bad],
+            }
+        )
         print(f"extraction: {report['extract_agree']}/{report['extract_cases']}")
     print(json.dumps(report))
     return report

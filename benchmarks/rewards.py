@@ -35,23 +35,33 @@ from score_jax.rewards import code
 
 # -- MATH ------------------------------------------------------------------------------------------
 
+
 def _answer_pairs(rng: random.Random) -> list[tuple[str, str, float]]:
     """One (prediction, gold, expected grade) per template, fresh numbers each call, so the
     grader's parse caches do not make repeated strings look fast."""
     a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(1, 999)
     return [
-        (str(a), str(a), 1.0), (str(a + 1), str(a), 0.0),
-        (f"\\frac{{{2 * a}}}{{{2 * b}}}", f"\\frac{{{a}}}{{{b}}}", 1.0), (f"\\dfrac{{{a + 1}}}{{{b}}}",
-                                                                          f"\\frac{{{a}}}{{{b}}}", 0.0),
+        (str(a), str(a), 1.0),
+        (str(a + 1), str(a), 0.0),
+        (f"\\frac{{{2 * a}}}{{{2 * b}}}", f"\\frac{{{a}}}{{{b}}}", 1.0),
+        (f"\\dfrac{{{a + 1}}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}", 0.0),
         (f"{b}\\sqrt{{{c + 1}}}", f"\\sqrt{{{b * b * (c + 1)}}}", 1.0),
-        (f"({a}, {a + b})", f"({a},{a + b})", 1.0), (f"({a + b}, {a})", f"({a},{a + b})", 0.0),
-        (f"[{a}, {a + b})", f"[{a},{a + b})", 1.0), (f"[{a}, {a + b}]", f"[{a},{a + b})", 0.0),
-        (f"x^2 + {2 * b}x + {b * b}", f"(x+{b})^2", 1.0), (f"x^2 + {b * b}", f"(x+{b})^2", 0.0),
+        (f"({a}, {a + b})", f"({a},{a + b})", 1.0),
+        (f"({a + b}, {a})", f"({a},{a + b})", 0.0),
+        (f"[{a}, {a + b})", f"[{a},{a + b})", 1.0),
+        (f"[{a}, {a + b}]", f"[{a},{a + b})", 0.0),
+        (f"x^2 + {2 * b}x + {b * b}", f"(x+{b})^2", 1.0),
+        (f"x^2 + {b * b}", f"(x+{b})^2", 0.0),
         (f"\\frac{{{a}\\pi}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}\\pi", 1.0),
-        (f"{a}.{c:03d}", f"{a}.{c:03d}", 1.0), (f"{a}.{c + 1:03d}", f"{a}.{c:03d}", 0.0),
-        (f"{b}^{{3}}", str(b ** 3), 1.0), (f"\\{{{a}, {b}, {c + 100}\\}}", f"\\{{{c + 100}, {a}, {b}\\}}", 1.0),
-        (f"{a * 1000:,}", str(a * 1000), 1.0), (f"x = {c}", str(c), 1.0),
-        (f"{c}\\%", str(c), 1.0), ("\\text{Monday}", "Monday", 1.0), ("\\text{Tuesday}", "Monday", 0.0),
+        (f"{a}.{c:03d}", f"{a}.{c:03d}", 1.0),
+        (f"{a}.{c + 1:03d}", f"{a}.{c:03d}", 0.0),
+        (f"{b}^{{3}}", str(b**3), 1.0),
+        (f"\\{{{a}, {b}, {c + 100}\\}}", f"\\{{{c + 100}, {a}, {b}\\}}", 1.0),
+        (f"{a * 1000:,}", str(a * 1000), 1.0),
+        (f"x = {c}", str(c), 1.0),
+        (f"{c}\\%", str(c), 1.0),
+        ("\\text{Monday}", "Monday", 1.0),
+        ("\\text{Tuesday}", "Monday", 0.0),
     ]
 
 
@@ -62,11 +72,13 @@ def _math_items(count: int, seed: int) -> list[tuple[str, str, float]]:
         for i, (pred, gold, expected) in enumerate(_answer_pairs(rng)):
             steps = " ".join(f"Step {k}: we simplify the expression and collect terms." for k in range(1 + i % 5))
             if rng.random() < 0.5:
-                items.append((f"{steps}\nFinal Answer: The final answer is ${pred}$. I hope it is correct.", gold,
-                              expected))
+                items.append(
+                    (f"{steps}\nFinal Answer: The final answer is ${pred}$. I hope it is correct.", gold, expected)
+                )
             else:
-                items.append((f"{steps} Therefore the answer is $\\boxed{{{pred}}}$.", f"$\\boxed{{{gold}}}$",
-                              expected))
+                items.append(
+                    (f"{steps} Therefore the answer is $\\boxed{{{pred}}}$.", f"$\\boxed{{{gold}}}$", expected)
+                )
     return items[:count]
 
 
@@ -111,60 +123,185 @@ def bench_math(count: int) -> dict:
 _PROBLEMS = [
     ("add", "a: int, b: int", "Sum of a and b.", "return a + b", "return a - b", [(1, 2), (-3, 3), (10, 5)]),
     ("reverse_string", "s: str", "s reversed.", "return s[::-1]", "return s", [("abc",), ("",), ("racecar",)]),
-    ("is_prime", "n: int", "Whether n is prime.",
-     "if n < 2:\n        return False\n    return all(n % d for d in range(2, int(n ** 0.5) + 1))",
-     "return n % 2 == 1", [(1,), (2,), (9,), (13,), (25,)]),
-    ("fib", "n: int", "The n-th Fibonacci number, fib(0) = 0.",
-     "a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
-     "a, b = 1, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a", [(0,), (1,), (10,), (20,)]),
-    ("factorial", "n: int", "n!.", "out = 1\n    for k in range(2, n + 1):\n        out *= k\n    return out",
-     "return n * (n - 1)", [(0,), (5,), (10,)]),
-    ("count_vowels", "s: str", "Number of vowels in s.", "return sum(c in 'aeiouAEIOU' for c in s)",
-     "return sum(c in 'aeiou' for c in s)", [("hello",), ("AEIOU",), ("xyz",)]),
-    ("max_element", "xs: list", "The largest element.", "return max(xs)", "return xs[-1]",
-     [([1, 5, 3],), ([-1, -5],), ([7],)]),
-    ("sum_squares", "xs: list", "Sum of squares.", "return sum(x * x for x in xs)", "return sum(xs) ** 2",
-     [([1, 2, 3],), ([],), ([-2, 2],)]),
-    ("is_palindrome", "s: str", "Whether s reads the same backwards.", "return s == s[::-1]",
-     "return s[0] == s[-1] if s else True", [("aba",), ("ab",), ("abca",), ("",)]),
-    ("gcd", "a: int, b: int", "Greatest common divisor.", "while b:\n        a, b = b, a % b\n    return a",
-     "return min(a, b)", [(12, 18), (7, 3), (100, 75)]),
-    ("flatten", "xss: list", "Concatenation of the lists in xss.", "return [x for xs in xss for x in xs]",
-     "return xss[0] if xss else []", [([[1, 2], [3]],), ([],), ([[1], [], [2, 3]],)]),
-    ("unique_sorted", "xs: list", "Distinct elements, ascending.", "return sorted(set(xs))", "return sorted(xs)",
-     [([3, 1, 3, 2],), ([],), ([5, 5],)]),
-    ("running_sum", "xs: list", "Prefix sums.",
-     "out, total = [], 0\n    for x in xs:\n        total += x\n        out.append(total)\n    return out",
-     "return xs", [([1, 2, 3],), ([],), ([5, -5, 5],)]),
-    ("char_counts", "s: str", "Occurrences of each character.",
-     "out = {}\n    for c in s:\n        out[c] = out.get(c, 0) + 1\n    return out",
-     "return {c: 1 for c in s}", [("hello",), ("",), ("aaa",)]),
-    ("words", "s: str", "The words of s, split on spaces.", "return s.split()", "return s.split(' ')",
-     [("a b  c",), ("",), ("one",)]),
-    ("mean", "xs: list", "The arithmetic mean of a non-empty list.", "return sum(xs) / len(xs)",
-     "return sum(xs) // len(xs)", [([1, 2],), ([3.5],), ([1, 2, 3, 5],)]),
-    ("pairs_sum_zero", "xs: list", "Whether two distinct elements sum to zero.",
-     "seen = set()\n    for x in xs:\n        if -x in seen:\n            return True\n        seen.add(x)\n"
-     "    return False",
-     "return 0 in xs", [([1, -1],), ([0],), ([1, 2, 3],), ([2, 4, -2],)]),
-    ("digits_sum", "n: int", "Sum of the decimal digits of |n|.", "return sum(int(d) for d in str(abs(n)))",
-     "return sum(int(d) for d in str(n) if d.isdigit()) + 1", [(123,), (-45,), (0,)]),
+    (
+        "is_prime",
+        "n: int",
+        "Whether n is prime.",
+        "if n < 2:\n        return False\n    return all(n % d for d in range(2, int(n ** 0.5) + 1))",
+        "return n % 2 == 1",
+        [(1,), (2,), (9,), (13,), (25,)],
+    ),
+    (
+        "fib",
+        "n: int",
+        "The n-th Fibonacci number, fib(0) = 0.",
+        "a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
+        "a, b = 1, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
+        [(0,), (1,), (10,), (20,)],
+    ),
+    (
+        "factorial",
+        "n: int",
+        "n!.",
+        "out = 1\n    for k in range(2, n + 1):\n        out *= k\n    return out",
+        "return n * (n - 1)",
+        [(0,), (5,), (10,)],
+    ),
+    (
+        "count_vowels",
+        "s: str",
+        "Number of vowels in s.",
+        "return sum(c in 'aeiouAEIOU' for c in s)",
+        "return sum(c in 'aeiou' for c in s)",
+        [("hello",), ("AEIOU",), ("xyz",)],
+    ),
+    (
+        "max_element",
+        "xs: list",
+        "The largest element.",
+        "return max(xs)",
+        "return xs[-1]",
+        [([1, 5, 3],), ([-1, -5],), ([7],)],
+    ),
+    (
+        "sum_squares",
+        "xs: list",
+        "Sum of squares.",
+        "return sum(x * x for x in xs)",
+        "return sum(xs) ** 2",
+        [([1, 2, 3],), ([],), ([-2, 2],)],
+    ),
+    (
+        "is_palindrome",
+        "s: str",
+        "Whether s reads the same backwards.",
+        "return s == s[::-1]",
+        "return s[0] == s[-1] if s else True",
+        [("aba",), ("ab",), ("abca",), ("",)],
+    ),
+    (
+        "gcd",
+        "a: int, b: int",
+        "Greatest common divisor.",
+        "while b:\n        a, b = b, a % b\n    return a",
+        "return min(a, b)",
+        [(12, 18), (7, 3), (100, 75)],
+    ),
+    (
+        "flatten",
+        "xss: list",
+        "Concatenation of the lists in xss.",
+        "return [x for xs in xss for x in xs]",
+        "return xss[0] if xss else []",
+        [([[1, 2], [3]],), ([],), ([[1], [], [2, 3]],)],
+    ),
+    (
+        "unique_sorted",
+        "xs: list",
+        "Distinct elements, ascending.",
+        "return sorted(set(xs))",
+        "return sorted(xs)",
+        [([3, 1, 3, 2],), ([],), ([5, 5],)],
+    ),
+    (
+        "running_sum",
+        "xs: list",
+        "Prefix sums.",
+        "out, total = [], 0\n    for x in xs:\n        total += x\n        out.append(total)\n    return out",
+        "return xs",
+        [([1, 2, 3],), ([],), ([5, -5, 5],)],
+    ),
+    (
+        "char_counts",
+        "s: str",
+        "Occurrences of each character.",
+        "out = {}\n    for c in s:\n        out[c] = out.get(c, 0) + 1\n    return out",
+        "return {c: 1 for c in s}",
+        [("hello",), ("",), ("aaa",)],
+    ),
+    (
+        "words",
+        "s: str",
+        "The words of s, split on spaces.",
+        "return s.split()",
+        "return s.split(' ')",
+        [("a b  c",), ("",), ("one",)],
+    ),
+    (
+        "mean",
+        "xs: list",
+        "The arithmetic mean of a non-empty list.",
+        "return sum(xs) / len(xs)",
+        "return sum(xs) // len(xs)",
+        [([1, 2],), ([3.5],), ([1, 2, 3, 5],)],
+    ),
+    (
+        "pairs_sum_zero",
+        "xs: list",
+        "Whether two distinct elements sum to zero.",
+        "seen = set()\n    for x in xs:\n        if -x in seen:\n            return True\n        seen.add(x)\n"
+        "    return False",
+        "return 0 in xs",
+        [([1, -1],), ([0],), ([1, 2, 3],), ([2, 4, -2],)],
+    ),
+    (
+        "digits_sum",
+        "n: int",
+        "Sum of the decimal digits of |n|.",
+        "return sum(int(d) for d in str(abs(n)))",
+        "return sum(int(d) for d in str(n) if d.isdigit()) + 1",
+        [(123,), (-45,), (0,)],
+    ),
     ("binary", "n: int", "n in binary, without prefix.", "return bin(n)[2:]", "return bin(n)", [(5,), (0,), (255,)]),
-    ("common", "a: list, b: list", "Sorted common elements.", "return sorted(set(a) & set(b))",
-     "return sorted(set(a) | set(b))", [([1, 2, 3], [2, 3, 4]), ([], [1]), ([5], [5])]),
-    ("encode_shift", "s: str", "Each letter shifted by 5 in the alphabet.",
-     "return ''.join(chr((ord(c) - 97 + 5) % 26 + 97) for c in s)",
-     "return ''.join(chr(ord(c) + 5) for c in s)", [("abc",), ("xyz",), ("",)]),
-    ("triangle_area", "a: float, h: float", "Area of a triangle with base a and height h.", "return a * h / 2",
-     "return a * h", [(3, 4), (1.5, 2.0), (0, 9)]),
-    ("sort_by_length", "xs: list", "Strings sorted by length, ties in order.", "return sorted(xs, key=len)",
-     "return sorted(xs)", [(["ccc", "a", "bb"],), ([],), (["bb", "aa", "c"],)]),
-    ("collatz_steps", "n: int", "Steps of the Collatz map from n to 1.",
-     "steps = 0\n    while n != 1:\n        n = n // 2 if n % 2 == 0 else 3 * n + 1\n        steps += 1\n"
-     "    return steps",
-     "return n // 2", [(1,), (6,), (27,)]),
-    ("transpose", "m: list", "The transpose of a rectangular matrix.", "return [list(r) for r in zip(*m)]",
-     "return m", [([[1, 2], [3, 4]],), ([[1, 2, 3]],), ([],)]),
+    (
+        "common",
+        "a: list, b: list",
+        "Sorted common elements.",
+        "return sorted(set(a) & set(b))",
+        "return sorted(set(a) | set(b))",
+        [([1, 2, 3], [2, 3, 4]), ([], [1]), ([5], [5])],
+    ),
+    (
+        "encode_shift",
+        "s: str",
+        "Each letter shifted by 5 in the alphabet.",
+        "return ''.join(chr((ord(c) - 97 + 5) % 26 + 97) for c in s)",
+        "return ''.join(chr(ord(c) + 5) for c in s)",
+        [("abc",), ("xyz",), ("",)],
+    ),
+    (
+        "triangle_area",
+        "a: float, h: float",
+        "Area of a triangle with base a and height h.",
+        "return a * h / 2",
+        "return a * h",
+        [(3, 4), (1.5, 2.0), (0, 9)],
+    ),
+    (
+        "sort_by_length",
+        "xs: list",
+        "Strings sorted by length, ties in order.",
+        "return sorted(xs, key=len)",
+        "return sorted(xs)",
+        [(["ccc", "a", "bb"],), ([],), (["bb", "aa", "c"],)],
+    ),
+    (
+        "collatz_steps",
+        "n: int",
+        "Steps of the Collatz map from n to 1.",
+        "steps = 0\n    while n != 1:\n        n = n // 2 if n % 2 == 0 else 3 * n + 1\n        steps += 1\n"
+        "    return steps",
+        "return n // 2",
+        [(1,), (6,), (27,)],
+    ),
+    (
+        "transpose",
+        "m: list",
+        "The transpose of a rectangular matrix.",
+        "return [list(r) for r in zip(*m)]",
+        "return m",
+        [([[1, 2], [3, 4]],), ([[1, 2, 3]],), ([],)],
+    ),
 ]
 
 
@@ -178,10 +315,12 @@ def _humaneval_problems(count: int) -> list[tuple[dict, str, str]]:
         entry = f"{name}_{n}"
         if offset:
             doc += f" (variant {offset}: also returns the offset {offset} alongside)"
-            right = f"def inner({params}):\n        {right.replace(chr(10), chr(10) + '    ')}\n" \
-                    f"    return (inner({', '.join(p.split(':')[0] for p in params.split(', '))}), {offset})"
+            right = (
+                f"def inner({params}):\n        {right.replace(chr(10), chr(10) + '    ')}\n"
+                f"    return (inner({', '.join(p.split(':')[0] for p in params.split(', '))}), {offset})"
+            )
             wrong = f"return (None, {offset})"
-        prompt = f"from typing import List\n\n\ndef {entry}({params}):\n    \"\"\"{doc}\n    \"\"\"\n"
+        prompt = f'from typing import List\n\n\ndef {entry}({params}):\n    """{doc}\n    """\n'
         completion = f"    {right}\n"
         reference: dict = {}
         exec(prompt + completion, reference)  # noqa: S102 - our own reference solutions
@@ -221,8 +360,10 @@ def bench_sandbox(workers: int, rounds: int) -> dict:
     baseline = _children_cpu_s() - before
     bad = [p["task_id"] for (p, _, _), r in zip(problems, warm[::2]) if not r.passed]
     if bad or any(r.passed for r in warm[1::2]):
-        raise SystemExit(f"sandbox verdicts wrong: right completions failing {bad[:5]}, "
-                         f"wrong passing {sum(r.passed for r in warm[1::2])}")
+        raise SystemExit(
+            f"sandbox verdicts wrong: right completions failing {bad[:5]}, "
+            f"wrong passing {sum(r.passed for r in warm[1::2])}"
+        )
     before = _children_cpu_s()
     with code.SandboxPool(workers) as pool:
         pool.run(jobs)

@@ -40,12 +40,22 @@ from score_jax.model.config import ModelConfig
 from score_jax.tokenizer import ByteTokenizer, get_chat_template
 
 CONFIGS = {
-    "tiny": get_preset("tiny_llama", vocab_size=1024, d_model=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                       head_dim=32, mlp_dim=512, rope_llama3_scaling=None),
+    "tiny": get_preset(
+        "tiny_llama",
+        vocab_size=1024,
+        d_model=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        mlp_dim=512,
+        rope_llama3_scaling=None,
+    ),
     "llama_125m": get_preset("llama_125m"),
 }
-INSTRUCTION = ("There might be an error in the solution above. Please correct the error, if any, and rewrite "
-               "the solution.")
+INSTRUCTION = (
+    "There might be an error in the solution above. Please correct the error, if any, and rewrite the solution."
+)
 
 
 class _WideByteTokenizer(ByteTokenizer):
@@ -67,8 +77,14 @@ def _timed(fn, repeats: int = 1, warmup=None) -> float:
 
 
 # Nominal memory bandwidth (GB/s) by device kind, for `hbm_fraction`.
-_PEAK_BANDWIDTH_GB_S = {"H100 80GB HBM3": 3350.0, "H100 PCIe": 2000.0, "H200": 4800.0, "TPU v5 lite": 819.0,
-                        "TPU v5p": 2765.0, "TPU v4": 1200.0}
+_PEAK_BANDWIDTH_GB_S = {
+    "H100 80GB HBM3": 3350.0,
+    "H100 PCIe": 2000.0,
+    "H200": 4800.0,
+    "TPU v5 lite": 819.0,
+    "TPU v5p": 2765.0,
+    "TPU v4": 1200.0,
+}
 
 
 def _peak_bandwidth_gb_s() -> float | None:
@@ -92,8 +108,9 @@ def _bandwidth_gb_s() -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "settings", "prompt_len", "steps"))
-def _no_cache_generate(params, tokens, valid, rng, *, config: ModelConfig, settings: sampling.SamplingConfig,
-                       prompt_len: int, steps: int):
+def _no_cache_generate(
+    params, tokens, valid, rng, *, config: ModelConfig, settings: sampling.SamplingConfig, prompt_len: int, steps: int
+):
     """Greedy/sampled decoding that re-runs the model over the whole static buffer every step."""
     model = Transformer(config)
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -119,19 +136,33 @@ def _transformers_tok_s(config: ModelConfig, prompts: np.ndarray, new_tokens: in
 
     torch.manual_seed(0)
     hf = transformers.LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.d_model, intermediate_size=config.mlp_dim,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_kv_heads, head_dim=config.head_dim, rms_norm_eps=config.norm_eps,
-        rope_theta=config.rope_theta, max_position_embeddings=config.max_seq_len,
-        tie_word_embeddings=config.tie_embeddings)
+        vocab_size=config.vocab_size,
+        hidden_size=config.d_model,
+        intermediate_size=config.mlp_dim,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=config.head_dim,
+        rms_norm_eps=config.norm_eps,
+        rope_theta=config.rope_theta,
+        max_position_embeddings=config.max_seq_len,
+        tie_word_embeddings=config.tie_embeddings,
+    )
     model = transformers.LlamaForCausalLM(hf).eval()
     ids = torch.as_tensor(prompts, dtype=torch.long)
     mask = torch.ones_like(ids)
 
     def run(n):
         with torch.inference_mode():
-            model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
-                           min_new_tokens=n, eos_token_id=None, pad_token_id=0)
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
 
     return prompts.shape[0] * new_tokens / _timed(lambda: run(new_tokens), repeats)
 
@@ -141,15 +172,24 @@ def _in_subprocess(fn, *args):
         return pool.apply(fn, args)
 
 
-def bench(name: str, batch: int, prompt_len: int, new_tokens: int, no_cache_steps: int,
-          with_transformers: bool, with_episodes: bool = True, dtype: str = "float32") -> dict:
+def bench(
+    name: str,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    no_cache_steps: int,
+    with_transformers: bool,
+    with_episodes: bool = True,
+    dtype: str = "float32",
+) -> dict:
     config = _config(name, dtype)
     params = init_params(config, jax.random.key(0))
     rng = np.random.default_rng(0)
     prompts = rng.integers(5, config.vocab_size, (batch, prompt_len)).astype(np.int32)
     # A stop id outside the vocabulary: every row runs its full `new_tokens`.
-    settings = sampling.SamplingConfig(max_new_tokens=new_tokens, greedy=True, length_buckets=(prompt_len,),
-                                       stop_token_ids=(config.vocab_size,))
+    settings = sampling.SamplingConfig(
+        max_new_tokens=new_tokens, greedy=True, length_buckets=(prompt_len,), stop_token_ids=(config.vocab_size,)
+    )
     sampler = sampling.Sampler(config)
     repeats = 3 if config.num_params() < 10**7 else 1  # best of: the machine is shared and noisy
     out = {}
@@ -193,24 +233,37 @@ def _no_cache(params, prompts, config, settings, new_tokens, steps) -> dict:
     buffer[:, :prompt_len] = prompts
     valid = np.arange(prompt_len + new_tokens)[None, :] < prompt_len
     valid = np.broadcast_to(valid, buffer.shape)
-    no_cache = functools.partial(_no_cache_generate, params, jnp.asarray(buffer), jnp.asarray(valid),
-                                 jax.random.key(0), config=config, settings=settings, prompt_len=prompt_len,
-                                 steps=steps)
+    no_cache = functools.partial(
+        _no_cache_generate,
+        params,
+        jnp.asarray(buffer),
+        jnp.asarray(valid),
+        jax.random.key(0),
+        config=config,
+        settings=settings,
+        prompt_len=prompt_len,
+        steps=steps,
+    )
     # Every step costs the same (static buffer), so the steps timed extrapolate.
-    return {"no_cache_tok_s": batch * steps / _timed(lambda: no_cache().block_until_ready()),
-            "no_cache_steps_timed": steps}
+    return {
+        "no_cache_tok_s": batch * steps / _timed(lambda: no_cache().block_until_ready()),
+        "no_cache_steps_timed": steps,
+    }
 
 
 def _episodes(params, config, settings, batch, prompt_len, repeats) -> dict:
     out = {}
     tok = _WideByteTokenizer()
-    episodes = EpisodeSampler(config, tok, get_chat_template("gemma"),
-                              settings.replace(length_buckets=(prompt_len,)))
+    episodes = EpisodeSampler(config, tok, get_chat_template("gemma"), settings.replace(length_buckets=(prompt_len,)))
     overhead = len(get_chat_template("gemma").prompt(tok, ""))
     first_turns = ["".join(chr(97 + (i * 7 + j) % 26) for j in range(prompt_len - overhead)) for i in range(batch)]
     for mode, reprefill in (("cache_reuse", False), ("reprefill", True)):
-        out[f"episode_s_{mode}"] = _timed(lambda: episodes.sample(
-            params, first_turns, INSTRUCTION, rng=jax.random.key(0), reprefill=reprefill), repeats)
+        out[f"episode_s_{mode}"] = _timed(
+            lambda reprefill=reprefill: episodes.sample(
+                params, first_turns, INSTRUCTION, rng=jax.random.key(0), reprefill=reprefill
+            ),
+            repeats,
+        )
     return out
 
 
@@ -220,22 +273,40 @@ def main():
     parser.add_argument("--batch", default="8", help="batch size, or several: 1,64")
     parser.add_argument("--prompt_len", type=int, default=128)
     parser.add_argument("--new_tokens", type=int, default=128)
-    parser.add_argument("--no_cache_steps", type=int, default=4, help="steps timed for the recomputing decoder on "
-                        "configs other than tiny (each costs a full forward over the buffer)")
+    parser.add_argument(
+        "--no_cache_steps",
+        type=int,
+        default=4,
+        help="steps timed for the recomputing decoder on "
+        "configs other than tiny (each costs a full forward over the buffer)",
+    )
     parser.add_argument("--no_transformers", action="store_true")
     parser.add_argument("--no_episodes", action="store_true", help="skip the two-attempt episode timings")
     parser.add_argument("--dtype", default="float32", help="parameter and compute dtype: float32 or bfloat16")
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
-    result = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "dtype": args.dtype,
-              "batch": batches[0] if len(batches) == 1 else batches, "prompt_len": args.prompt_len,
-              "new_tokens": args.new_tokens}
+    result = {
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "dtype": args.dtype,
+        "batch": batches[0] if len(batches) == 1 else batches,
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens,
+    }
     for name in args.configs.split(","):
         steps = args.new_tokens if name == "tiny" else args.no_cache_steps
         for batch in batches:
             key = name if len(batches) == 1 else f"{name}@{batch}"
-            result[key] = bench(name, batch, args.prompt_len, args.new_tokens, steps, not args.no_transformers,
-                                not args.no_episodes, args.dtype)
+            result[key] = bench(
+                name,
+                batch,
+                args.prompt_len,
+                args.new_tokens,
+                steps,
+                not args.no_transformers,
+                not args.no_episodes,
+                args.dtype,
+            )
             print(key, json.dumps(result[key]), flush=True)
     print(json.dumps(result))
 

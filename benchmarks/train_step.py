@@ -36,8 +36,14 @@ def _time(fn, *args, min_seconds: float = 2.0) -> float:
 
 
 # Dense bf16 peak FLOP/s by device kind, for MFU.
-_PEAK_BF16_FLOPS = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "TPU v5 lite": 197e12,
-                    "TPU v5p": 459e12, "TPU v4": 275e12}
+_PEAK_BF16_FLOPS = {
+    "H100 80GB HBM3": 989e12,
+    "H100 PCIe": 756e12,
+    "H200": 989e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v4": 275e12,
+}
 
 
 def main():
@@ -57,8 +63,14 @@ def main():
     from score_jax.model import get_preset, init_params
     from score_jax.rl import train_step as step_lib
 
-    config = get_preset(args.preset, dtype=args.dtype, param_dtype="float32", remat_policy=args.remat_policy,
-                        scan_layers=args.scan_layers, attention_impl=args.attention_impl)
+    config = get_preset(
+        args.preset,
+        dtype=args.dtype,
+        param_dtype="float32",
+        remat_policy=args.remat_policy,
+        scan_layers=args.scan_layers,
+        attention_impl=args.attention_impl,
+    )
     params = init_params(config, jax.random.key(0))
     ref_params = jax.tree.map(jnp.copy, params)
     tx = step_lib.make_optimizer(1e-5, 1, 100)
@@ -66,8 +78,8 @@ def main():
     b, t = args.batch, args.seq
     rng = np.random.default_rng(0)
     masks = np.zeros((b, 2, t), np.float32)
-    masks[:, 0, t // 4:t // 2] = 1
-    masks[:, 1, 3 * t // 4:] = 1
+    masks[:, 0, t // 4 : t // 2] = 1
+    masks[:, 1, 3 * t // 4 :] = 1
     batch = {
         "tokens": jnp.asarray(rng.integers(0, config.vocab_size, (b, t)), jnp.int32),
         "positions": jnp.tile(jnp.arange(t, dtype=jnp.int32), (b, 1)),
@@ -75,8 +87,9 @@ def main():
         "attempt_masks": jnp.asarray(masks),
         "advantages": jnp.asarray(rng.normal(size=(b, 2)), jnp.float32),
     }
-    step = step_lib.make_train_step(config, config, tx, num_microbatches=args.microbatches,
-                                    logits_chunk_tokens=args.logits_chunk_tokens)
+    step = step_lib.make_train_step(
+        config, config, tx, num_microbatches=args.microbatches, logits_chunk_tokens=args.logits_chunk_tokens
+    )
     kl_weights = jnp.asarray([0.1, 0.01])
     holder = {"state": state}
 
@@ -94,11 +107,17 @@ def main():
     matmul_flops = 2.0 * b * t * config.d_model * config.mlp_dim
 
     result = {
-        "preset": args.preset, "batch": b, "seq": t, "dtype": args.dtype, "remat_policy": args.remat_policy,
-        "attention_impl": args.attention_impl, "logits_chunk_tokens": args.logits_chunk_tokens,
+        "preset": args.preset,
+        "batch": b,
+        "seq": t,
+        "dtype": args.dtype,
+        "remat_policy": args.remat_policy,
+        "attention_impl": args.attention_impl,
+        "logits_chunk_tokens": args.logits_chunk_tokens,
         "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
-        "train_step_s": step_s, "train_step_flops_per_s": step_flops / step_s,
+        "train_step_s": step_s,
+        "train_step_flops_per_s": step_flops / step_s,
         "matmul_flops_per_s": matmul_flops / matmul_s,
         "ratio": (step_flops / step_s) / (matmul_flops / matmul_s),
         "tokens_per_s": b * t / step_s,
@@ -106,8 +125,12 @@ def main():
     kind = jax.devices()[0].device_kind
     peak = args.peak_flops or next((v for k, v in _PEAK_BF16_FLOPS.items() if k in kind), 0.0)
     if peak:
-        result.update(device_kind=kind, peak_flops=peak, mfu=step_flops / step_s / peak,
-                      matmul_fraction_of_peak=matmul_flops / matmul_s / peak)
+        result.update(
+            device_kind=kind,
+            peak_flops=peak,
+            mfu=step_flops / step_s / peak,
+            matmul_fraction_of_peak=matmul_flops / matmul_s / peak,
+        )
     print(json.dumps(result))
 
 

@@ -22,8 +22,9 @@ def get_config(options: str = "no_stage1"):
     chosen = config_lib.config_options(options, _VARIANTS + ("runlocal",))
     variants = chosen - {"runlocal"}
     if len(variants) != 1:
-        raise config_lib.ConfigError(f"choose one ablation of {_VARIANTS} (configs/ablations_math.py:VARIANT), "
-                                     f"got {sorted(variants)}")
+        raise config_lib.ConfigError(
+            f"choose one ablation of {_VARIANTS} (configs/ablations_math.py:VARIANT), got {sorted(variants)}"
+        )
     (variant,) = variants
     c = config_lib.paper_config("math")
     steps = 3000  # the same budget as SCoRe

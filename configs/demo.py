@@ -19,9 +19,19 @@ def get_config():
     c.model.preset = "tiny_llama"
     c.model.tokenizer = "byte"
     c.model.chat_template = "compact"  # one token per turn boundary: short episodes
-    c.model.overrides = ml_collections.ConfigDict(dict(
-        vocab_size=261, d_model=96, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=24, mlp_dim=384,
-        rope_llama3_scaling=None, rope_theta=10_000.0))
+    c.model.overrides = ml_collections.ConfigDict(
+        dict(
+            vocab_size=261,
+            d_model=96,
+            num_layers=3,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=24,
+            mlp_dim=384,
+            rope_llama3_scaling=None,
+            rope_theta=10_000.0,
+        )
+    )
     c.mesh.shape = (1, 1, -1)
     c.mesh.rules = "data_parallel"
     c.data.benchmark = "synthetic"

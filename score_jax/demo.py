@@ -80,10 +80,12 @@ def make_traces(problems, cfg, template, tokenizer, instruction: str, rng: np.ra
             else:
                 second = answer if u < cfg.fix_rate else first
             ids, mask = [], []
-            for chunk, learn in ((template.prompt(tokenizer, ex["problem"]), False),
-                                 (tokenizer.encode(worked_answer(ex["problem"], first)) + [eot], True),
-                                 (template.continuation(tokenizer, instruction, closed=True), False),
-                                 (tokenizer.encode(worked_answer(ex["problem"], second)) + [eot], True)):
+            for chunk, learn in (
+                (template.prompt(tokenizer, ex["problem"]), False),
+                (tokenizer.encode(worked_answer(ex["problem"], first)) + [eot], True),
+                (template.continuation(tokenizer, instruction, closed=True), False),
+                (tokenizer.encode(worked_answer(ex["problem"], second)) + [eot], True),
+            ):
                 ids += chunk
                 mask += [learn] * len(chunk)
             traces.append((ids, mask))
@@ -104,7 +106,8 @@ def _eval_history(workdir: str) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
-    rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     return [r for r in rows if "eval/acc_t1" in r]
 
 
@@ -118,8 +121,9 @@ def _base_model(config, setup, seed_dir: str, seed: int, log) -> object:
         ckpt.close()
         return restored[1]
     rng = np.random.default_rng(seed)
-    traces = make_traces(setup.task.train, demo, setup.template, setup.tokenizer,
-                         setup.task.preset.correction_instruction, rng)
+    traces = make_traces(
+        setup.task.train, demo, setup.template, setup.tokenizer, setup.task.preset.correction_instruction, rng
+    )
     packed = sft.pack(traces, pad_id=setup.tokenizer.pad_id)
     start = time.monotonic()
 
@@ -127,9 +131,17 @@ def _base_model(config, setup, seed_dir: str, seed: int, log) -> object:
         rate = step / (time.monotonic() - start)
         log(f"base model SFT: step {step}/{demo.sft_steps} loss={loss:.3f} | ETA {(demo.sft_steps - step) / rate:.0f}s")
 
-    params = sft.train(setup.model_config, setup.params, packed, steps=demo.sft_steps, batch_size=demo.sft_batch_size,
-                       learning_rate=demo.sft_learning_rate, seed=seed, log_every=max(demo.sft_steps // 10, 1),
-                       callback=progress)
+    params = sft.train(
+        setup.model_config,
+        setup.params,
+        packed,
+        steps=demo.sft_steps,
+        batch_size=demo.sft_batch_size,
+        learning_rate=demo.sft_learning_rate,
+        seed=seed,
+        log_every=max(demo.sft_steps // 10, 1),
+        callback=progress,
+    )
     ckpt.save(0, params, {"traces": len(traces)}, force=True)
     ckpt.close()
     return params
@@ -143,7 +155,10 @@ def run_seed(config, workdir: str, seed: int, log) -> dict:
     setup = run_setup.build(base_config, seed_dir)
     base_params = _base_model(config, setup, seed_dir, seed, log)
     results_path = os.path.join(seed_dir, "results.json")
-    results = json.load(open(results_path, encoding="utf-8")) if os.path.exists(results_path) else {}
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as f:
+            results = json.load(f)
     if _BASE not in results:
         base_metrics, _ = evaluate.evaluate(setup, base_params, base_config)
         results[_BASE] = {"final": base_metrics, "history": []}
@@ -158,9 +173,12 @@ def run_seed(config, workdir: str, seed: int, log) -> dict:
             continue
         run_dir = os.path.join(seed_dir, method.replace(" ", "_").replace("-", "_").lower())
         rl_config = _rl_config(config, schedules[method], seed)
-        method_setup = dataclasses.replace(setup, config=rl_config, params=base_params,
-                                        ref_params=run_setup.reference_copy(base_params,
-                                                                        rl_config.model.reference_dtype))
+        method_setup = dataclasses.replace(
+            setup,
+            config=rl_config,
+            params=base_params,
+            ref_params=run_setup.reference_copy(base_params, rl_config.model.reference_dtype),
+        )
         log(f"{method}: {schedules[method]}")
         result = train.run(rl_config, run_dir, setup=method_setup)
         if result.preempted:
@@ -193,8 +211,9 @@ def _plot(per_seed: list[dict], path: str, seeds, stage1_steps: int) -> None:
         for method in METHODS:
             base = np.mean([r[_BASE]["final"][key.split("/")[1]] for r in per_seed])
             steps = [0] + [h["step"] for h in per_seed[0][method]["history"]]
-            values = [base] + [float(np.mean([r[method]["history"][i][key] for r in per_seed]))
-                               for i in range(len(steps) - 1)]
+            values = [base] + [
+                float(np.mean([r[method]["history"][i][key] for r in per_seed])) for i in range(len(steps) - 1)
+            ]
             ax.plot(steps, values, marker="o", label=method, color=colours[method])
         ax.axvline(stage1_steps, linestyle="--", color="gray", linewidth=1, label="SCoRe: Stage I -> Stage II")
         ax.set_title(f"{title} on held-out problems (mean of {len(seeds)} seed(s))")
@@ -231,13 +250,15 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
         _plot(per_seed, os.path.join(workdir, "acc_over_training.png"), seeds, config.demo.stage1_steps)
         seed_tables = "\n\n".join(
             f"Seed {seed}:\n\n" + metrics.markdown_table({m: r[m]["final"] for m in (_BASE, *METHODS)}, columns)
-            for seed, r in zip(seeds, per_seed))
-        report = (f"# score_jax offline demo\n\nHeld-out synthetic problems, greedy decoding, mean of seeds "
-                  f"{seeds} (percent).\n\n{table}\n\n![Acc@t1 and Acc@t2 over training](acc_over_training.png)\n\n"
-                  f"{seed_tables}\n\nWall time: {time.monotonic() - start:.0f} s.\n")
+            for seed, r in zip(seeds, per_seed)
+        )
+        report = (
+            f"# score_jax offline demo\n\nHeld-out synthetic problems, greedy decoding, mean of seeds "
+            f"{seeds} (percent).\n\n{table}\n\n![Acc@t1 and Acc@t2 over training](acc_over_training.png)\n\n"
+            f"{seed_tables}\n\nWall time: {time.monotonic() - start:.0f} s.\n"
+        )
         with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
             f.write(report)
         print(table, flush=True)
         log(f"report: {os.path.join(workdir, 'report.md')}")
     return rows
-

@@ -29,8 +29,13 @@ from score_jax import sharding
 log = logging.getLogger(__name__)
 
 
-def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
-               local_device_ids: str = "", cpu_collectives: str = "") -> None:
+def initialize(
+    coordinator_address: str = "",
+    num_processes: int = 0,
+    process_id: int = -1,
+    local_device_ids: str = "",
+    cpu_collectives: str = "",
+) -> None:
     """Starts `jax.distributed` when running on several processes; a no-op for one.
 
     Sources, in order: explicit arguments (from the config), then the environment
@@ -53,13 +58,21 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
     kwargs = {}
     if explicit:
         # Without an index, JAX takes it from the cluster (SLURM_PROCID, Open MPI).
-        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
-                      process_id=process_id if process_id >= 0 else None)
+        kwargs = dict(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id if process_id >= 0 else None,
+        )
         if local_device_ids:
             kwargs["local_device_ids"] = [int(i) for i in local_device_ids.split(",")]
     jax.distributed.initialize(**kwargs)
-    log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-             jax.process_count(), jax.local_device_count(), jax.device_count())
+    log.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def _auto_detectable() -> bool:
@@ -84,7 +97,7 @@ def _auto_detectable() -> bool:
 # Batch-sharded global arrays.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _slots(mesh: Mesh, rules: sharding.Rules) -> tuple[dict[int, tuple[int, int]], int]:
     """({process: (first batch shard, shards held)}, number of batch shards) of a mesh."""
     spec = sharding.logical_to_spec(("batch",), sharding.resolve_rules(rules))
@@ -103,11 +116,14 @@ def _slots(mesh: Mesh, rules: sharding.Rules) -> tuple[dict[int, tuple[int, int]
             raise sharding.ShardingError(
                 f"mesh {dict(mesh.shape)} under rules {rules!r} gives process {process} batch shards "
                 f"{sorted(shards)}, not one aligned contiguous block: each process must hold a contiguous block "
-                "of the batch; put the devices of one process next to each other along the data/fsdp axes")
+                "of the batch; put the devices of one process next to each other along the data/fsdp axes"
+            )
         out[process] = (first, n)
     if len({n for _, n in out.values()}) > 1:
-        raise sharding.ShardingError(f"mesh {dict(mesh.shape)}: processes hold different numbers of batch shards "
-                                     f"{ {p: n for p, (_, n) in out.items()} }")
+        raise sharding.ShardingError(
+            f"mesh {dict(mesh.shape)}: processes hold different numbers of batch shards "
+            f"{ {p: n for p, (_, n) in out.items()} }"
+        )
     return out, math.prod(sizes)
 
 
@@ -137,7 +153,8 @@ def global_batch(local: np.ndarray, mesh: Mesh, rules: sharding.Rules) -> jax.Ar
         num_shards = batch_shards(mesh, rules)
         raise sharding.ShardingError(
             f"a batch of {shape[0]} rows does not split over the {num_shards} batch shards of mesh "
-            f"{dict(mesh.shape)}; with several processes, make the global batch a multiple of {num_shards}")
+            f"{dict(mesh.shape)}; with several processes, make the global batch a multiple of {num_shards}"
+        )
     return jax.make_array_from_process_local_data(target, local, shape)
 
 
@@ -192,7 +209,7 @@ def gather_objects(obj: Any) -> list[Any]:
     size = max_over_processes(data.size)
     width = 1 << max(size - 1, 1).bit_length()  # a power of two: few distinct gather shapes to compile
     padded = np.zeros((width,), np.uint8)
-    padded[:data.size] = data
+    padded[: data.size] = data
     sizes = all_gather(np.asarray(data.size, np.int64))
     rows = all_gather(padded)
     return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, sizes)]
@@ -218,6 +235,7 @@ def gather_rows(local: Any, mesh: Mesh, rules: sharding.Rules, axis: int = 0) ->
 
 def to_host(tree: Any) -> Any:
     """Jitted results on the host, whole, on every process (replicated or not)."""
+
     def one(x):
         if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
             return np.asarray(x)

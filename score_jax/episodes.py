@@ -105,18 +105,25 @@ class Episode:
         def cat(name: str, axis: int, fill=0) -> np.ndarray:
             arrays = [getattr(p, name) for p in parts]
             if name in ("tokens", "positions", "valid", "attempt_masks", "logprobs"):
-                arrays = [np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])], constant_values=fill)
-                          for a in arrays]
+                arrays = [
+                    np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])], constant_values=fill)
+                    for a in arrays
+                ]
             return np.concatenate(arrays, axis=axis)
 
         offsets = np.cumsum([0] + [len(p.prompt_index) // p.num_samples for p in parts])
         return cls(
-            tokens=cat("tokens", 0, pad_id), positions=cat("positions", 0), valid=cat("valid", 0, False),
-            attempt_masks=cat("attempt_masks", 1, False), logprobs=cat("logprobs", 0),
-            lengths=cat("lengths", 1), truncated=cat("truncated", 1, False),
+            tokens=cat("tokens", 0, pad_id),
+            positions=cat("positions", 0),
+            valid=cat("valid", 0, False),
+            attempt_masks=cat("attempt_masks", 1, False),
+            logprobs=cat("logprobs", 0),
+            lengths=cat("lengths", 1),
+            truncated=cat("truncated", 1, False),
             texts=[sum((p.texts[k] for p in parts), []) for k in range(parts[0].num_attempts)],
             prompt_index=np.concatenate([p.prompt_index + o for p, o in zip(parts, offsets)]),
-            num_samples=parts[0].num_samples)
+            num_samples=parts[0].num_samples,
+        )
 
 
 class EpisodeSampler:
@@ -130,8 +137,16 @@ class EpisodeSampler:
       mesh, rules: run sharded on this mesh under this rule set (see `Sampler`).
     """
 
-    def __init__(self, config: ModelConfig, tokenizer: Tokenizer, template: ChatTemplate, settings: SamplingConfig,
-                 *, mesh: jax.sharding.Mesh | None = None, rules: str | sharding.Rules = "fsdp"):
+    def __init__(
+        self,
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        settings: SamplingConfig,
+        *,
+        mesh: jax.sharding.Mesh | None = None,
+        rules: str | sharding.Rules = "fsdp",
+    ):
         self.sampler = Sampler(config, mesh=mesh, rules=rules)
         self.tokenizer, self.template = tokenizer, template
         self.settings = self._with_stops(settings)
@@ -142,18 +157,28 @@ class EpisodeSampler:
             return settings
         return settings.replace(stop_token_ids=self.template.stop_ids(self.tokenizer))
 
-    def instruction_chunk_len(self, instruction: str, num_attempts: int,
-                              settings: SamplingConfig | None = None) -> int:
+    def instruction_chunk_len(self, instruction: str, num_attempts: int, settings: SamplingConfig | None = None) -> int:
         """C: slots of the (bucketed) chunk between two attempts; 0 for single attempts."""
         if num_attempts < 2:
             return 0
         settings = settings or self.settings
-        return settings.bucket(max(len(self.template.continuation(self.tokenizer, instruction, closed))
-                                   for closed in (False, True)))
+        return settings.bucket(
+            max(len(self.template.continuation(self.tokenizer, instruction, closed)) for closed in (False, True))
+        )
 
-    def sample(self, params: Any, first_turns: Sequence[str], instruction: str, *, rng: jax.Array,
-               num_samples: int = 1, num_attempts: int = 2, reprefill: bool = False,
-               settings: SamplingConfig | None = None, batches: int = 1) -> Episode:
+    def sample(
+        self,
+        params: Any,
+        first_turns: Sequence[str],
+        instruction: str,
+        *,
+        rng: jax.Array,
+        num_samples: int = 1,
+        num_attempts: int = 2,
+        reprefill: bool = False,
+        settings: SamplingConfig | None = None,
+        batches: int = 1,
+    ) -> Episode:
         """Samples `num_samples` K-attempt episodes for each first-turn text.
 
         Args:
@@ -182,10 +207,19 @@ class EpisodeSampler:
             raise ValueError(f"batches={batches} must be >= 1 and divide the {len(first_turns)} problems")
         if batches > 1:
             size = len(first_turns) // batches
-            parts = [self.sample(params, first_turns[g * size:(g + 1) * size], instruction,
-                                 rng=jax.random.fold_in(rng, g), num_samples=num_samples, num_attempts=num_attempts,
-                                 reprefill=reprefill, settings=settings)
-                     for g in range(batches)]
+            parts = [
+                self.sample(
+                    params,
+                    first_turns[g * size : (g + 1) * size],
+                    instruction,
+                    rng=jax.random.fold_in(rng, g),
+                    num_samples=num_samples,
+                    num_attempts=num_attempts,
+                    reprefill=reprefill,
+                    settings=settings,
+                )
+                for g in range(batches)
+            ]
             return Episode.concatenate(parts, pad_id=(settings or self.settings).pad_id)
         settings = self.settings if settings is None else self._with_stops(settings)
         tok, sampler = self.tokenizer, self.sampler
@@ -198,7 +232,8 @@ class EpisodeSampler:
         after = {closed: self.template.continuation(tok, instruction, closed) for closed in (False, True)}
         chunk_len = self.instruction_chunk_len(instruction, num_attempts, settings)
         logits, cache, (chunk_tokens, chunk_pos, chunk_valid) = sampler.prefill_prompts(
-            params, rows, settings, extra_slots=(num_attempts - 1) * (steps + chunk_len))
+            params, rows, settings, extra_slots=(num_attempts - 1) * (steps + chunk_len)
+        )
         prompt_len, total = chunk_tokens.shape[1], cache.max_len
 
         # Host mirrors of what the cache holds, slot by slot.
@@ -222,19 +257,28 @@ class EpisodeSampler:
         for k, key in enumerate(jax.random.split(rng, num_attempts)):
             gen, cache = sampler.decode(params, cache, logits, counts, settings, key)
             span = slice(index, index + gen.steps)
-            index = write(index, gen.tokens[:, :gen.steps], counts[:, None] + np.arange(gen.steps)[None, :],
-                          gen.mask[:, :gen.steps])
-            attempt_masks[k, :, span] = gen.mask[:, :gen.steps]
-            logprobs[:, span] = np.where(gen.mask, gen.logprobs, 0.0)[:, :gen.steps]
+            index = write(
+                index,
+                gen.tokens[:, : gen.steps],
+                counts[:, None] + np.arange(gen.steps)[None, :],
+                gen.mask[:, : gen.steps],
+            )
+            attempt_masks[k, :, span] = gen.mask[:, : gen.steps]
+            logprobs[:, span] = np.where(gen.mask, gen.logprobs, 0.0)[:, : gen.steps]
             lengths[k], truncated[k] = gen.lengths, gen.truncated
             counts = counts + gen.lengths
-            texts.append([tok.decode(_strip_stop(gen.tokens[b, :gen.lengths[b]], settings.stop_token_ids))
-                          for b in range(batch)])
+            texts.append(
+                [
+                    tok.decode(_strip_stop(gen.tokens[b, : gen.lengths[b]], settings.stop_token_ids))
+                    for b in range(batch)
+                ]
+            )
             if k == num_attempts - 1:
                 break
 
-            chunk_tokens, chunk_valid = pad_left([after[bool(t == self._end_of_turn)] for t in gen.last_tokens],
-                                                 chunk_len, settings.pad_id)
+            chunk_tokens, chunk_valid = pad_left(
+                [after[bool(t == self._end_of_turn)] for t in gen.last_tokens], chunk_len, settings.pad_id
+            )
             chunk_pos = chunk_positions(chunk_valid, counts)
             index = write(index, chunk_tokens, chunk_pos, chunk_valid)
             counts = counts + chunk_valid.sum(axis=1).astype(np.int32)
@@ -244,17 +288,33 @@ class EpisodeSampler:
                 width = prompt_len + (k + 1) * (steps + chunk_len)
                 del cache
                 cache = sampler.new_cache(batch, total)
-                logits, cache = sampler.prefill(params, cache, tokens[:, :width], positions[:, :width],
-                                                valid[:, :width], last_col=index - 1,
-                                                sub_chunk=settings.prefill_chunk)
+                logits, cache = sampler.prefill(
+                    params,
+                    cache,
+                    tokens[:, :width],
+                    positions[:, :width],
+                    valid[:, :width],
+                    last_col=index - 1,
+                    sub_chunk=settings.prefill_chunk,
+                )
                 cache = cache.replace(index=jnp.asarray(index, jnp.int32))
             else:
-                logits, cache = sampler.prefill(params, cache, chunk_tokens, chunk_pos, chunk_valid,
-                                                sub_chunk=settings.prefill_chunk)
+                logits, cache = sampler.prefill(
+                    params, cache, chunk_tokens, chunk_pos, chunk_valid, sub_chunk=settings.prefill_chunk
+                )
 
-        return Episode(tokens=tokens, positions=positions, valid=valid, attempt_masks=attempt_masks,
-                       logprobs=logprobs, lengths=lengths, truncated=truncated, texts=texts,
-                       prompt_index=prompt_index, num_samples=num_samples)
+        return Episode(
+            tokens=tokens,
+            positions=positions,
+            valid=valid,
+            attempt_masks=attempt_masks,
+            logprobs=logprobs,
+            lengths=lengths,
+            truncated=truncated,
+            texts=texts,
+            prompt_index=prompt_index,
+            num_samples=num_samples,
+        )
 
 
 def _strip_stop(ids: np.ndarray, stop_ids: tuple[int, ...]) -> list[int]:

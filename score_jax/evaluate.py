@@ -27,8 +27,9 @@ from score_jax.episodes import EpisodeSampler
 
 def _eval_sampler(setup: run_setup.Setup, config) -> EpisodeSampler:
     settings = run_setup.sampling_config(config, setup.template, setup.tokenizer, evaluation=True)
-    return EpisodeSampler(setup.model_config, setup.tokenizer, setup.template, settings, mesh=setup.mesh,
-                          rules=setup.rules)
+    return EpisodeSampler(
+        setup.model_config, setup.tokenizer, setup.template, settings, mesh=setup.mesh, rules=setup.rules
+    )
 
 
 def evaluate(setup: run_setup.Setup, params: Any, config, examples=None) -> tuple[dict[str, float], list[dict]]:
@@ -51,17 +52,19 @@ def evaluate(setup: run_setup.Setup, params: Any, config, examples=None) -> tupl
     part = batch_size // count
     chunks = []  # per batch: this process's real rows, each [attempt texts..., attempt grades...]
     for start in range(0, len(examples), batch_size):
-        chunk = list(examples[start:start + batch_size])
+        chunk = list(examples[start : start + batch_size])
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)  # a fixed batch shape: no recompiles on the last batch
-        mine = chunk[index * part:(index + 1) * part]
+        mine = chunk[index * part : (index + 1) * part]
         turns = [task.eval_preset.first_turn(ex) for ex in mine]
-        episode = sampler.sample(params, turns, task.eval_preset.correction_instruction, rng=jax.random.key(0),
-                                 num_attempts=num_attempts)
+        episode = sampler.sample(
+            params, turns, task.eval_preset.correction_instruction, rng=jax.random.key(0), num_attempts=num_attempts
+        )
         keep = max(0, min(part, real - index * part))
         grades = [task.reward(episode.texts[k][:keep], mine[:keep]) > 0.5 for k in range(num_attempts)]
-        chunks.append([[episode.texts[k][r] for k in range(num_attempts)] + [bool(g[r]) for g in grades]
-                       for r in range(keep)])
+        chunks.append(
+            [[episode.texts[k][r] for k in range(num_attempts)] + [bool(g[r]) for g in grades] for r in range(keep)]
+        )
     blocks = dict(distributed.gather_objects([index, chunks]))
     rows = [row for c in range(len(chunks)) for i in range(count) for row in blocks[i][c]]
     texts = [[row[k] for row in rows] for k in range(num_attempts)]
@@ -69,9 +72,14 @@ def evaluate(setup: run_setup.Setup, params: Any, config, examples=None) -> tupl
     answers = [[task.answer(t) for t in texts[k]] for k in range(num_attempts)]
     result = metrics.self_correction_metrics(correct, answers=answers, texts=texts)
     result["num_problems"] = float(len(examples))
-    records = [{"index": i, **{f"attempt{k + 1}": texts[k][i] for k in range(num_attempts)},
-                **{f"correct{k + 1}": bool(correct[k, i]) for k in range(num_attempts)}}
-               for i in range(len(examples))]
+    records = [
+        {
+            "index": i,
+            **{f"attempt{k + 1}": texts[k][i] for k in range(num_attempts)},
+            **{f"correct{k + 1}": bool(correct[k, i]) for k in range(num_attempts)},
+        }
+        for i in range(len(examples))
+    ]
     return result, records
 
 
@@ -123,10 +131,16 @@ def main(argv):
 
         examples = [setup.task.eval[i] for i in range(min(len(setup.task.eval), config.eval.num_examples or 10**9))]
         scaling = inference_scaling.inference_scaling(
-            _eval_sampler(setup, config), params, examples,
-            [setup.task.eval_preset.first_turn(ex) for ex in examples], setup.task.eval_preset.correction_instruction,
-            grade=lambda text, ex: float(setup.task.reward([text], [ex])[0]), extract=setup.task.answer,
-            rng=jax.random.key(config.seed), max_budget=flags.FLAGS.scaling_budget)
+            _eval_sampler(setup, config),
+            params,
+            examples,
+            [setup.task.eval_preset.first_turn(ex) for ex in examples],
+            setup.task.eval_preset.correction_instruction,
+            grade=lambda text, ex: float(setup.task.reward([text], [ex])[0]),
+            extract=setup.task.answer,
+            rng=jax.random.key(config.seed),
+            max_budget=flags.FLAGS.scaling_budget,
+        )
         print(scaling.table())
 
 

@@ -49,10 +49,19 @@ class ScalingResult:
         return "\n".join(lines)
 
 
-def inference_scaling(sampler: EpisodeSampler, params: Any, examples: Sequence[Any], first_turns: Sequence[str],
-                      instruction: str, grade: Callable[[str, Any], float],
-                      extract: Callable[[str], Hashable | None], rng: jax.Array, *, max_budget: int = 32,
-                      temperature: float = 0.7) -> ScalingResult:
+def inference_scaling(
+    sampler: EpisodeSampler,
+    params: Any,
+    examples: Sequence[Any],
+    first_turns: Sequence[str],
+    instruction: str,
+    grade: Callable[[str, Any], float],
+    extract: Callable[[str], Hashable | None],
+    rng: jax.Array,
+    *,
+    max_budget: int = 32,
+    temperature: float = 0.7,
+) -> ScalingResult:
     """Majority voting over parallel samples versus over self-corrected samples, per budget.
 
     Budgets are the powers of two up to `max_budget` (and `max_budget` itself). Samples are drawn
@@ -74,20 +83,32 @@ def inference_scaling(sampler: EpisodeSampler, params: Any, examples: Sequence[A
     num_pairs = max_budget // 2
     settings = sampler.settings.replace(temperature=temperature, greedy=False)
     pair_rng, single_rng = jax.random.split(rng)
-    pairs = sampler.sample(params, first_turns, instruction, rng=pair_rng, num_samples=num_pairs, num_attempts=2,
-                           settings=settings)
-    singles = sampler.sample(params, first_turns, instruction, rng=single_rng, num_samples=max_budget - num_pairs,
-                             num_attempts=1, settings=settings)
+    pairs = sampler.sample(
+        params, first_turns, instruction, rng=pair_rng, num_samples=num_pairs, num_attempts=2, settings=settings
+    )
+    singles = sampler.sample(
+        params,
+        first_turns,
+        instruction,
+        rng=single_rng,
+        num_samples=max_budget - num_pairs,
+        num_attempts=1,
+        settings=settings,
+    )
 
     def per_problem(texts: list[str], n: int) -> list[list[str]]:
-        return [texts[i * n:(i + 1) * n] for i in range(len(first_turns))]
+        return [texts[i * n : (i + 1) * n] for i in range(len(first_turns))]
 
-    firsts = [a + b for a, b in zip(per_problem(pairs.texts[0], num_pairs),
-                                    per_problem(singles.texts[0], max_budget - num_pairs))]
+    firsts = [
+        a + b
+        for a, b in zip(per_problem(pairs.texts[0], num_pairs), per_problem(singles.texts[0], max_budget - num_pairs))
+    ]
     seconds = per_problem(pairs.texts[1], num_pairs)
 
     def accuracy(pools: list[list[str]], n: int) -> float:
         return float(np.mean([grade(majority_vote(pool[:n], extract), ex) for pool, ex in zip(pools, examples)]))
 
-    return ScalingResult(parallel={b: accuracy(firsts, b) for b in budgets},
-                         corrected={b: accuracy(seconds, b // 2) for b in budgets if b >= 2})
+    return ScalingResult(
+        parallel={b: accuracy(firsts, b) for b in budgets},
+        corrected={b: accuracy(seconds, b // 2) for b in budgets if b >= 2},
+    )

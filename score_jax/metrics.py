@@ -17,8 +17,11 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def self_correction_metrics(correct: np.ndarray, answers: Sequence[Sequence[str | None]] | None = None,
-                            texts: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
+def self_correction_metrics(
+    correct: np.ndarray,
+    answers: Sequence[Sequence[str | None]] | None = None,
+    texts: Sequence[Sequence[str]] | None = None,
+) -> dict[str, float]:
     """The paper's table from per-attempt correctness [K, N] (K >= 2; 1 = right).
 
     `answers[k][i]`, when given, are extracted final answers (to count second attempts that
@@ -46,8 +49,15 @@ def edit_distance_ratio(a: str, b: str) -> float:
 
 
 TABLE_COLUMNS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "answer_changed")
-_HEADERS = {"acc_t1": "Acc@t1", "acc_t2": "Acc@t2", "delta": "Δ(t1,t2)", "delta_i2c": "Δ i→c",
-            "delta_c2i": "Δ c→i", "answer_changed": "answer changed", "edit_distance_ratio": "edit distance"}
+_HEADERS = {
+    "acc_t1": "Acc@t1",
+    "acc_t2": "Acc@t2",
+    "delta": "Δ(t1,t2)",
+    "delta_i2c": "Δ i→c",
+    "delta_c2i": "Δ c→i",
+    "answer_changed": "answer changed",
+    "edit_distance_ratio": "edit distance",
+}
 
 
 def markdown_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
@@ -86,7 +96,8 @@ class MetricWriter:
             from tensorboardX import SummaryWriter  # event files without TensorFlow
 
             self._tb = SummaryWriter(os.path.join(workdir, subdir))
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+            # Open for the writer's life (closed by close()), appended to line by line.
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, step: int, metrics: dict[str, float], prefix: str = "") -> None:
         if not self.enabled:

@@ -73,8 +73,13 @@ def build_tokenizer(config) -> Tokenizer:
 def model_numerics(config) -> dict:
     """The ModelConfig fields ``config.model`` sets whatever the architecture (dtypes, remat, scan)."""
     m = config.model
-    return dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers,
-                attention_impl=m.attention_impl)
+    return dict(
+        param_dtype=m.param_dtype,
+        dtype=m.dtype,
+        remat_policy=m.remat_policy,
+        scan_layers=m.scan_layers,
+        attention_impl=m.attention_impl,
+    )
 
 
 def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
@@ -90,15 +95,20 @@ def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
     if tokenizer.vocab_size > preset.vocab_size:
         raise config_lib.ConfigError(
             f"tokenizer has {tokenizer.vocab_size} tokens but model preset {config.model.preset!r} only "
-            f"{preset.vocab_size}; set --config.model.overrides.vocab_size={tokenizer.vocab_size}")
+            f"{preset.vocab_size}; set --config.model.overrides.vocab_size={tokenizer.vocab_size}"
+        )
     return preset
 
 
 def reference_config(config, model_config: ModelConfig) -> ModelConfig:
     """The frozen reference's ModelConfig: the policy's architecture in ``model.reference_dtype``."""
     impl = model_config.attention_impl if config.model.reference_dtype != "float32" else "xla"
-    return model_config.replace(param_dtype=config.model.reference_dtype, dtype=config.model.reference_dtype,
-                                remat_policy="none", attention_impl=impl)
+    return model_config.replace(
+        param_dtype=config.model.reference_dtype,
+        dtype=config.model.reference_dtype,
+        remat_policy="none",
+        attention_impl=impl,
+    )
 
 
 def build_model(config, mesh, rules, tokenizer: Tokenizer) -> tuple[ModelConfig, Any]:
@@ -115,8 +125,9 @@ def reference_copy(params: Any, dtype: str) -> Any:
     """A frozen copy of `params` in `dtype`, sharded like them (never aliasing donated buffers)."""
     target = jnp.dtype(dtype)
     shardings = jax.tree.map(lambda x: x.sharding, params)
-    return jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=target, copy=True), p),
-                   out_shardings=shardings)(params)
+    return jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=target, copy=True), p), out_shardings=shardings)(
+        params
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,17 +156,26 @@ def correction_instruction(config) -> str:
     return data.get_preset(config.data.prompt_preset, task).correction_instruction
 
 
-def sampling_config(config, template: ChatTemplate, tokenizer: Tokenizer, *, evaluation: bool = False
-                    ) -> SamplingConfig:
+def sampling_config(
+    config, template: ChatTemplate, tokenizer: Tokenizer, *, evaluation: bool = False
+) -> SamplingConfig:
     """Sampling settings: training's (``rl.temperature``, top-k/top-p) or greedy evaluation's."""
     rl = config.rl
-    common = dict(stop_token_ids=template.stop_ids(tokenizer), length_buckets=tuple(rl.prompt_buckets),
-                  pad_id=tokenizer.pad_id, prefill_chunk=rl.prefill_chunk or None)
+    common = dict(
+        stop_token_ids=template.stop_ids(tokenizer),
+        length_buckets=tuple(rl.prompt_buckets),
+        pad_id=tokenizer.pad_id,
+        prefill_chunk=rl.prefill_chunk or None,
+    )
     if evaluation:
-        return SamplingConfig(max_new_tokens=config.eval.max_new_tokens or rl.max_new_tokens, greedy=True,
-                              **common)
-    return SamplingConfig(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_k=rl.top_k or None,
-                          top_p=rl.top_p if rl.top_p < 1 else None, **common)
+        return SamplingConfig(max_new_tokens=config.eval.max_new_tokens or rl.max_new_tokens, greedy=True, **common)
+    return SamplingConfig(
+        max_new_tokens=rl.max_new_tokens,
+        temperature=rl.temperature,
+        top_k=rl.top_k or None,
+        top_p=rl.top_p if rl.top_p < 1 else None,
+        **common,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,8 +190,16 @@ def total_steps(config) -> int:
 def optimizer(config) -> optax.GradientTransformation:
     """The run's optimizer (``config.optim``, its schedule spanning every stage)."""
     o = config.optim
-    return step_lib.make_optimizer(o.learning_rate, o.warmup_steps, total_steps(config), o.schedule, o.b1, o.b2,
-                                   o.weight_decay, o.grad_clip_norm or None)
+    return step_lib.make_optimizer(
+        o.learning_rate,
+        o.warmup_steps,
+        total_steps(config),
+        o.schedule,
+        o.b1,
+        o.b2,
+        o.weight_decay,
+        o.grad_clip_norm or None,
+    )
 
 
 def checkpoint_dir(config, workdir: str) -> str:

@@ -30,7 +30,6 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,8 +98,10 @@ class SamplingConfig:
         for b in self.length_buckets:
             if length <= b:
                 return b
-        raise ValueError(f"a chunk of {length} tokens exceeds the largest length bucket "
-                         f"{self.length_buckets[-1]}; add a larger bucket to SamplingConfig.length_buckets")
+        raise ValueError(
+            f"a chunk of {length} tokens exceeds the largest length bucket "
+            f"{self.length_buckets[-1]}; add a larger bucket to SamplingConfig.length_buckets"
+        )
 
 
 @flax.struct.dataclass
@@ -185,8 +186,12 @@ def _scope(shard: sharding.ShardingContext | None):
 def _constrain_cache(cache: KVCache, shard: sharding.ShardingContext | None) -> KVCache:
     if shard is None:
         return cache
-    return jax.tree.map(lambda x, names: jax.lax.with_sharding_constraint(x, shard.sharding(names, x.shape)),
-                        cache, cache_logical_axes(), is_leaf=lambda x: isinstance(x, tuple))
+    return jax.tree.map(
+        lambda x, names: jax.lax.with_sharding_constraint(x, shard.sharding(names, x.shape)),
+        cache,
+        cache_logical_axes(),
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("config", "batch", "length", "shard"))
@@ -197,8 +202,18 @@ def empty_cache(*, config: ModelConfig, batch: int, length: int, shard) -> KVCac
 
 
 @functools.partial(jax.jit, static_argnames=("config", "shard", "sub_chunk"), donate_argnames=("cache",))
-def prefill_step(params, cache: KVCache, tokens: Array, positions: Array, valid: Array, last_col: Array, *,
-                 config: ModelConfig, shard, sub_chunk: int | None = None) -> tuple[Array, KVCache]:
+def prefill_step(
+    params,
+    cache: KVCache,
+    tokens: Array,
+    positions: Array,
+    valid: Array,
+    last_col: Array,
+    *,
+    config: ModelConfig,
+    shard,
+    sub_chunk: int | None = None,
+) -> tuple[Array, KVCache]:
     """Writes a chunk [B, T] at slot cache.index; returns the logits [B, V] at column `last_col`.
 
     With `sub_chunk` C dividing T (and smaller), the chunk goes through the model C tokens at a
@@ -233,8 +248,9 @@ def prefill_step(params, cache: KVCache, tokens: Array, positions: Array, valid:
         return logits, _constrain_cache(cache, shard)
 
 
-def _decode_segment(state: DecodeState, params, *, window: int, config: ModelConfig, settings: SamplingConfig,
-                    shard) -> DecodeState:
+def _decode_segment(
+    state: DecodeState, params, *, window: int, config: ModelConfig, settings: SamplingConfig, shard
+) -> DecodeState:
     """Runs decode steps attending to the first `window` slots while some row is live, steps remain
     and the next slot is below the window."""
     model = Transformer(config)
@@ -251,8 +267,9 @@ def _decode_segment(state: DecodeState, params, *, window: int, config: ModelCon
         logp = jnp.where(live, logp, 0.0)
         # Every sampled token goes into the cache (invalid for finished rows), so the next chunk of
         # a conversation can follow straight on.
-        logits, cache = model.apply({"params": params}, token[:, None], s.positions[:, None], live[:, None],
-                                    s.cache, window=window)
+        logits, cache = model.apply(
+            {"params": params}, token[:, None], s.positions[:, None], live[:, None], s.cache, window=window
+        )
         return DecodeState(
             cache=_constrain_cache(cache, shard),
             logits=logits[:, 0],
@@ -276,8 +293,18 @@ def _windows(cache_len: int, block: int | None) -> list[int]:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "settings", "shard"), donate_argnames=("cache",))
-def decode_loop(params, cache: KVCache, logits: Array, positions: Array, done: Array, rng: Array, *,
-                config: ModelConfig, settings: SamplingConfig, shard) -> DecodeState:
+def decode_loop(
+    params,
+    cache: KVCache,
+    logits: Array,
+    positions: Array,
+    done: Array,
+    rng: Array,
+    *,
+    config: ModelConfig,
+    settings: SamplingConfig,
+    shard,
+) -> DecodeState:
     """Samples up to N tokens per row, writing them at slots [cache.index, cache.index + N).
 
     The loop runs in segments: while the next slot is below `attention_block`, the model sees only
@@ -316,8 +343,8 @@ def pad_left(chunks: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple
         if len(chunk) > length:
             raise ValueError(f"row {i} has {len(chunk)} tokens, more than the padded length {length}")
         if len(chunk):
-            tokens[i, length - len(chunk):] = chunk
-            valid[i, length - len(chunk):] = True
+            tokens[i, length - len(chunk) :] = chunk
+            valid[i, length - len(chunk) :] = True
     return tokens, valid
 
 
@@ -343,8 +370,9 @@ class Sampler:
     hold the process's rows only. Batch sizes here are per process.
     """
 
-    def __init__(self, config: ModelConfig, *, mesh: jax.sharding.Mesh | None = None,
-                 rules: str | sharding.Rules = "fsdp"):
+    def __init__(
+        self, config: ModelConfig, *, mesh: jax.sharding.Mesh | None = None, rules: str | sharding.Rules = "fsdp"
+    ):
         self.config = config
         self.shard = None if mesh is None else sharding.ShardingContext(mesh, sharding.resolve_rules(rules))
         self._param_shardings = None if mesh is None else param_shardings(config, mesh, self.shard.rules)
@@ -371,8 +399,16 @@ class Sampler:
             batch *= distributed.batch_slot(self.shard.mesh, self.shard.rules)[1]
         return empty_cache(config=self.config, batch=batch, length=length, shard=self.shard)
 
-    def prefill(self, params: Any, cache: KVCache, tokens: np.ndarray, positions: np.ndarray, valid: np.ndarray,
-                last_col: int | None = None, sub_chunk: int | None = None) -> tuple[Array, KVCache]:
+    def prefill(
+        self,
+        params: Any,
+        cache: KVCache,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        valid: np.ndarray,
+        last_col: int | None = None,
+        sub_chunk: int | None = None,
+    ) -> tuple[Array, KVCache]:
         """Writes a chunk [B, T] at slot `cache.index` (the cache is donated).
 
         Returns the logits [B, V] at column `last_col` (default: the last column, which holds each
@@ -380,11 +416,28 @@ class Sampler:
         model on that many tokens at a time (`SamplingConfig.prefill_chunk`; same result).
         """
         last_col = tokens.shape[1] - 1 if last_col is None else last_col
-        return prefill_step(params, cache, self._put(tokens), self._put(positions), self._put(valid),
-                        jnp.asarray(last_col, jnp.int32), config=self.config, shard=self.shard, sub_chunk=sub_chunk)
+        return prefill_step(
+            params,
+            cache,
+            self._put(tokens),
+            self._put(positions),
+            self._put(valid),
+            jnp.asarray(last_col, jnp.int32),
+            config=self.config,
+            shard=self.shard,
+            sub_chunk=sub_chunk,
+        )
 
-    def decode(self, params: Any, cache: KVCache, logits: Array, positions: np.ndarray, settings: SamplingConfig,
-               rng: Array, done: np.ndarray | None = None) -> tuple[Generation, KVCache]:
+    def decode(
+        self,
+        params: Any,
+        cache: KVCache,
+        logits: Array,
+        positions: np.ndarray,
+        settings: SamplingConfig,
+        rng: Array,
+        done: np.ndarray | None = None,
+    ) -> tuple[Generation, KVCache]:
         """Samples from `logits` [B, V] on, writing at slots [cache.index, cache.index + steps).
 
         Args:
@@ -396,21 +449,40 @@ class Sampler:
         """
         start = int(cache.index)
         if start + settings.max_new_tokens > cache.max_len:
-            raise ValueError(f"decoding {settings.max_new_tokens} tokens from slot {start} needs "
-                             f"{start + settings.max_new_tokens} cache slots; the cache has {cache.max_len}")
+            raise ValueError(
+                f"decoding {settings.max_new_tokens} tokens from slot {start} needs "
+                f"{start + settings.max_new_tokens} cache slots; the cache has {cache.max_len}"
+            )
         positions = np.asarray(positions, np.int32)
         done = np.zeros(positions.shape, bool) if done is None else np.asarray(done, bool)
-        state = decode_loop(params, cache, logits, self._put(positions), self._put(done), rng,
-                        config=self.config, settings=settings, shard=self.shard)
+        state = decode_loop(
+            params,
+            cache,
+            logits,
+            self._put(positions),
+            self._put(done),
+            rng,
+            config=self.config,
+            settings=settings,
+            shard=self.shard,
+        )
         tokens, logprobs, lengths = (self._get(x) for x in (state.tokens, state.logprobs, state.lengths))
         mask = np.arange(settings.max_new_tokens)[None, :] < lengths[:, None]
-        gen = Generation(tokens=tokens, logprobs=logprobs, mask=mask, lengths=lengths, truncated=~done,
-                         start=start, steps=int(state.step))
+        gen = Generation(
+            tokens=tokens,
+            logprobs=logprobs,
+            mask=mask,
+            lengths=lengths,
+            truncated=~done,
+            start=start,
+            steps=int(state.step),
+        )
         gen.truncated &= ~((lengths > 0) & np.isin(gen.last_tokens, settings.stop_token_ids))
         return gen, state.cache
 
-    def prefill_prompts(self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig,
-                        extra_slots: int = 0) -> tuple[Array, KVCache, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def prefill_prompts(
+        self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig, extra_slots: int = 0
+    ) -> tuple[Array, KVCache, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Prefills prompts (token lists of any lengths) into a new cache.
 
         The prompts are left-padded to their length bucket P, in a cache of
@@ -430,8 +502,9 @@ class Sampler:
         logits, cache = self.prefill(params, cache, tokens, positions, valid, sub_chunk=settings.prefill_chunk)
         return logits, cache, (tokens, positions, valid)
 
-    def generate(self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig,
-                 rng: Array) -> Generation:
+    def generate(
+        self, params: Any, prompts: Sequence[Sequence[int]], settings: SamplingConfig, rng: Array
+    ) -> Generation:
         """Samples a continuation of each prompt (token lists of any lengths)."""
         params = self.place(params)
         logits, cache, (_, _, valid) = self.prefill_prompts(params, prompts, settings)

@@ -20,8 +20,9 @@ from score_jax.model import ModelConfig, left_padded_positions
 from score_jax.rl.train_step import TrainState, token_logprobs
 
 
-def pack(sequences: Sequence[tuple[Sequence[int], Sequence[bool]]], length: int | None = None,
-         pad_id: int = 0) -> dict[str, np.ndarray]:
+def pack(
+    sequences: Sequence[tuple[Sequence[int], Sequence[bool]]], length: int | None = None, pad_id: int = 0
+) -> dict[str, np.ndarray]:
     """Left-pads (token ids, loss mask) pairs into arrays [N, T]: tokens, positions, valid, loss_mask."""
     length = length or max(len(t) for t, _ in sequences)
     n = len(sequences)
@@ -31,9 +32,9 @@ def pack(sequences: Sequence[tuple[Sequence[int], Sequence[bool]]], length: int 
     for i, (ids, mask) in enumerate(sequences):
         if len(ids) > length:
             raise ValueError(f"sequence {i} has {len(ids)} tokens, more than the packed length {length}")
-        tokens[i, length - len(ids):] = ids
-        loss_mask[i, length - len(ids):] = mask
-        valid[i, length - len(ids):] = True
+        tokens[i, length - len(ids) :] = ids
+        loss_mask[i, length - len(ids) :] = mask
+        valid[i, length - len(ids) :] = True
     positions = np.asarray(left_padded_positions(valid))
     return {"tokens": tokens, "positions": positions, "valid": valid, "loss_mask": loss_mask}
 
@@ -52,12 +53,25 @@ def sft_step(state: TrainState, batch: dict, *, config: ModelConfig, tx: optax.G
     return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), loss
 
 
-def train(config: ModelConfig, params: Any, data: dict[str, np.ndarray], *, steps: int, batch_size: int,
-          learning_rate: float, seed: int = 0, log_every: int = 0, callback=None) -> Any:
+def train(
+    config: ModelConfig,
+    params: Any,
+    data: dict[str, np.ndarray],
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int = 0,
+    log_every: int = 0,
+    callback=None,
+) -> Any:
     """Trains on packed `data` for `steps` random mini-batches; returns the new parameters."""
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(50, steps // 10 + 1),
-                                                                    steps), weight_decay=0.01))
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(
+            optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(50, steps // 10 + 1), steps), weight_decay=0.01
+        ),
+    )
     state = TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params))
     rng = np.random.default_rng(seed)
     n = len(data["tokens"])

@@ -80,7 +80,7 @@ def resolve_rules(rules: str | Sequence[Sequence[Any]]) -> Rules:
         name, axes = pair
         if isinstance(axes, list):
             axes = tuple(axes)
-        for axis in (axes if isinstance(axes, tuple) else (axes,)):
+        for axis in axes if isinstance(axes, tuple) else (axes,):
             if axis is not None and axis not in MESH_AXES:
                 raise ShardingError(f"rule {pair!r} names mesh axis {axis!r}; mesh axes are {MESH_AXES}")
         out.append((name, axes))

@@ -80,25 +80,28 @@ def build_task_on_all_processes(config, data_dir: str | None = None) -> Task:
 
 def _load(spec: str, cfg, data_dir) -> data.Source:
     name, builder_config, split = parse_split_spec(spec)
-    return data.load(name, builder_config, split, data_dir=cfg.data_dir or data_dir,
-                     manual_dir=cfg.manual_dir or None)
+    return data.load(name, builder_config, split, data_dir=cfg.data_dir or data_dir, manual_dir=cfg.manual_dir or None)
 
 
 def _synthetic_task(cfg, seed: int) -> Task:
     num_test = max(cfg.synthetic_size // 4, 1)
-    problems = data.generate_synthetic(cfg.synthetic_size + num_test, seed=1000 + seed,
-                                       difficulty=cfg.synthetic_difficulty)
+    problems = data.generate_synthetic(
+        cfg.synthetic_size + num_test, seed=1000 + seed, difficulty=cfg.synthetic_difficulty
+    )
     preset = data.get_preset("synthetic", "synthetic")
 
     def reward(texts, examples):
-        return np.array([float(synthetic_rewards.check_synthetic_answer(ex, t)) for t, ex in zip(texts, examples)], np.float32)
+        return np.array(
+            [float(synthetic_rewards.check_synthetic_answer(ex, t)) for t, ex in zip(texts, examples)], np.float32
+        )
 
     def answer(text):
         value = synthetic_rewards.extract_synthetic_answer(text)
         return None if value is None else str(value)
 
-    return Task("synthetic", problems[:cfg.synthetic_size], problems[cfg.synthetic_size:], preset, preset, reward,
-                answer)
+    return Task(
+        "synthetic", problems[: cfg.synthetic_size], problems[cfg.synthetic_size :], preset, preset, reward, answer
+    )
 
 
 def _math_task(cfg, data_dir) -> Task:
@@ -108,16 +111,24 @@ def _math_task(cfg, data_dir) -> Task:
         return np.asarray(math_rewards.grade_batch(list(texts), [ex["answer"] for ex in examples]), np.float32)
 
     preset = data.get_preset(cfg.prompt_preset, "math")
-    return Task("math", _load(cfg.train, cfg, data_dir), _load(cfg.eval, cfg, data_dir), preset, preset, reward,
-                math_rewards.extract_answer)
+    return Task(
+        "math",
+        _load(cfg.train, cfg, data_dir),
+        _load(cfg.eval, cfg, data_dir),
+        preset,
+        preset,
+        reward,
+        math_rewards.extract_answer,
+    )
 
 
 def _code_task(cfg, data_dir) -> Task:
     from score_jax.rewards import code as code_rewards
 
     train_name, train_config, _ = parse_split_spec(cfg.train)
-    shots = data.load(train_name, train_config, "prompt", data_dir=cfg.data_dir or data_dir,
-                      manual_dir=cfg.manual_dir or None)
+    shots = data.load(
+        train_name, train_config, "prompt", data_dir=cfg.data_dir or data_dir, manual_dir=cfg.manual_dir or None
+    )
     eval_name = parse_split_spec(cfg.eval)[0]
 
     def reward(texts, examples):
@@ -132,7 +143,17 @@ def _code_task(cfg, data_dir) -> Task:
         return np.array([float(r.passed) for r in results], np.float32)
 
     train_preset = data.get_preset(cfg.prompt_preset, "mbpp", shots=shots)
-    eval_preset = data.get_preset(cfg.prompt_preset, "humaneval" if eval_name == "humaneval" else "mbpp",
-                                  **({} if eval_name == "humaneval" else {"shots": shots}))
-    return Task("code", _load(cfg.train, cfg, data_dir), _load(cfg.eval, cfg, data_dir), train_preset, eval_preset,
-                reward, extract_program)
+    eval_preset = data.get_preset(
+        cfg.prompt_preset,
+        "humaneval" if eval_name == "humaneval" else "mbpp",
+        **({} if eval_name == "humaneval" else {"shots": shots}),
+    )
+    return Task(
+        "code",
+        _load(cfg.train, cfg, data_dir),
+        _load(cfg.eval, cfg, data_dir),
+        train_preset,
+        eval_preset,
+        reward,
+        extract_program,
+    )

@@ -224,7 +224,7 @@ class ChatTemplate:
     def continuation(self, tok: Tokenizer, user_text: str, closed: bool) -> list[int]:
         """After a model reply: close it (unless `closed`), a user turn, the next model opener."""
         text = self.user_open + self._turn(user_text) + self.user_close + self.model_open
-        close = self.model_close[len(self.end_of_turn):] if closed else self.model_close
+        close = self.model_close[len(self.end_of_turn) :] if closed else self.model_close
         return tok.encode(close + text)
 
     def stop_ids(self, tok: Tokenizer) -> tuple[int, ...]:
@@ -244,19 +244,31 @@ class ChatTemplate:
         return tok.encode(text, add_bos=self.add_bos)
 
 
-_LLAMA3 = dict(user_open="<|start_header_id|>user<|end_header_id|>\n\n", user_close="<|eot_id|>",
-               model_open="<|start_header_id|>assistant<|end_header_id|>\n\n", model_close="<|eot_id|>",
-               end_of_turn="<|eot_id|>", trim_turns=True)
+_LLAMA3 = dict(
+    user_open="<|start_header_id|>user<|end_header_id|>\n\n",
+    user_close="<|eot_id|>",
+    model_open="<|start_header_id|>assistant<|end_header_id|>\n\n",
+    model_close="<|eot_id|>",
+    end_of_turn="<|eot_id|>",
+    trim_turns=True,
+)
 # Llama 3.1 / 3.2 Instruct templates always open with a system turn stating the knowledge cut-off
 # and a date (theirs defaults to 26 Jul 2024 when the caller passes none; fixed here, so prompts
 # are reproducible).
-_LLAMA31_PREAMBLE = ("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
-                     "Today Date: 26 Jul 2024\n\n<|eot_id|>")
+_LLAMA31_PREAMBLE = (
+    "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+    "Today Date: 26 Jul 2024\n\n<|eot_id|>"
+)
 
 _GEMMA = ChatTemplate(
-    name="gemma", user_open="<start_of_turn>user\n", user_close="<end_of_turn>\n",
-    model_open="<start_of_turn>model\n", model_close="<end_of_turn>\n", end_of_turn="<end_of_turn>",
-    trim_turns=True)
+    name="gemma",
+    user_open="<start_of_turn>user\n",
+    user_close="<end_of_turn>\n",
+    model_open="<start_of_turn>model\n",
+    model_close="<end_of_turn>\n",
+    end_of_turn="<end_of_turn>",
+    trim_turns=True,
+)
 
 CHAT_TEMPLATES = {
     "gemma": _GEMMA,
@@ -266,14 +278,24 @@ CHAT_TEMPLATES = {
     # One special token per turn boundary (roles alternate): the byte tokenizer's short format
     # for the offline demo, where every token of a tiny CPU run counts.
     "compact": ChatTemplate(
-        name="compact", user_open="<start_of_turn>", user_close="<end_of_turn>", model_open="<start_of_turn>",
-        model_close="<end_of_turn>", end_of_turn="<end_of_turn>"),
+        name="compact",
+        user_open="<start_of_turn>",
+        user_close="<end_of_turn>",
+        model_open="<start_of_turn>",
+        model_close="<end_of_turn>",
+        end_of_turn="<end_of_turn>",
+    ),
     # Qwen2.5's template opens with this system turn when the conversation has none.
     "qwen2": ChatTemplate(
-        name="qwen2", user_open="<|im_start|>user\n", user_close="<|im_end|>\n",
-        model_open="<|im_start|>assistant\n", model_close="<|im_end|>\n", end_of_turn="<|im_end|>", add_bos=False,
-        preamble="<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-                 "<|im_end|>\n"),
+        name="qwen2",
+        user_open="<|im_start|>user\n",
+        user_close="<|im_end|>\n",
+        model_open="<|im_start|>assistant\n",
+        model_close="<|im_end|>\n",
+        end_of_turn="<|im_end|>",
+        add_bos=False,
+        preamble="<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n",
+    ),
 }
 
 # Model family (ModelConfig.family) -> its instruction-tuned chat template.

@@ -100,13 +100,21 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     # Each process reads the prompts of the rows its devices hold: its block of every global batch.
     slot, slots = distributed.batch_slot(setup.mesh, setup.rules)
     if rl.prompts_per_step % slots:
-        raise config_lib.ConfigError(f"rl.prompts_per_step={rl.prompts_per_step} does not split into the {slots} "
-                                     f"blocks of rows that mesh.shape={tuple(config.mesh.shape)} puts on "
-                                     "different processes; make it a multiple of {slots}")
-    batches = PromptBatches(setup.task.train, batch_size=rl.prompts_per_step // slots, seed=config.seed,
-                            process_index=slot, process_count=slots)
-    checkpointer = ckpt_lib.Checkpointer(run_setup.checkpoint_dir(config, workdir), config.checkpoint.max_to_keep,
-                                         config.checkpoint.async_save)
+        raise config_lib.ConfigError(
+            f"rl.prompts_per_step={rl.prompts_per_step} does not split into the {slots} "
+            f"blocks of rows that mesh.shape={tuple(config.mesh.shape)} puts on "
+            "different processes; make it a multiple of {slots}"
+        )
+    batches = PromptBatches(
+        setup.task.train,
+        batch_size=rl.prompts_per_step // slots,
+        seed=config.seed,
+        process_index=slot,
+        process_count=slots,
+    )
+    checkpointer = ckpt_lib.Checkpointer(
+        run_setup.checkpoint_dir(config, workdir), config.checkpoint.max_to_keep, config.checkpoint.async_save
+    )
 
     start_step = 0
     restored = checkpointer.restore_latest(ckpt_lib.abstract_like(state))
@@ -124,22 +132,35 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     ref_shardings = jax.tree.map(lambda x: x.sharding, setup.ref_params)
     writer = metrics.MetricWriter(workdir, enabled=is_chief)
     progress = metrics.Progress(total_steps, label="train", enabled=is_chief)
-    sampler = episodes.EpisodeSampler(setup.model_config, setup.tokenizer, setup.template,
-                                      run_setup.sampling_config(config, setup.template, setup.tokenizer),
-                                      mesh=setup.mesh, rules=setup.rules)
+    sampler = episodes.EpisodeSampler(
+        setup.model_config,
+        setup.tokenizer,
+        setup.template,
+        run_setup.sampling_config(config, setup.template, setup.tokenizer),
+        mesh=setup.mesh,
+        rules=setup.rules,
+    )
     train_steps: dict[tuple[str, int], Any] = {}
     history: list[dict[str, float]] = []
     eval_metrics: dict[str, float] = {}
 
     config_json = json.loads(config.to_json_best_effort())
     # Reference scoring for KL-in-reward, compiled once for the run.
-    score_fn = (step_lib.make_score_fn(setup.ref_config, logits_chunk_tokens=config.optim.logits_chunk_tokens)
-                if rl.kl_in_reward else None)
+    score_fn = (
+        step_lib.make_score_fn(setup.ref_config, logits_chunk_tokens=config.optim.logits_chunk_tokens)
+        if rl.kl_in_reward
+        else None
+    )
 
     def extra_state(step: int, stage: str, step_metrics: dict) -> dict:
-        return {"data": batches.get_state(), "step": step, "stage": stage, "seed": config.seed,
-                "config": config_json,
-                "metrics": {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0}}
+        return {
+            "data": batches.get_state(),
+            "step": step,
+            "stage": stage,
+            "seed": config.seed,
+            "config": config_json,
+            "metrics": {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0},
+        }
 
     with _Preemption() as preemption, sharding.use_sharding(setup.mesh, setup.rules):
         step_metrics: dict[str, float] = {}
@@ -150,9 +171,15 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             examples = next(batches)
             user_turns = [setup.task.preset.first_turn(ex) for ex in examples]
             rng = jax.random.fold_in(jax.random.key(config.seed), step)
-            episode = sampler.sample(state.params, user_turns, setup.task.preset.correction_instruction,
-                                     num_samples=rl.samples_per_prompt, num_attempts=num_attempts, rng=rng,
-                                     batches=rl.sampling_batches)
+            episode = sampler.sample(
+                state.params,
+                user_turns,
+                setup.task.preset.correction_instruction,
+                num_samples=rl.samples_per_prompt,
+                num_attempts=num_attempts,
+                rng=rng,
+                batches=rl.sampling_batches,
+            )
             t_sample = time.perf_counter()
 
             row_examples = [examples[i] for i in episode.prompt_index]
@@ -169,18 +196,32 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             key = (stage, num_attempts)
             if key not in train_steps:
                 train_steps[key] = step_lib.make_train_step(
-                    setup.model_config, setup.ref_config, tx, kl_estimator=rl.kl_estimator,
-                    kl_in_loss=not rl.kl_in_reward, num_microbatches=config.optim.num_microbatches,
-                    state_shardings=shardings, ref_shardings=ref_shardings,
+                    setup.model_config,
+                    setup.ref_config,
+                    tx,
+                    kl_estimator=rl.kl_estimator,
+                    kl_in_loss=not rl.kl_in_reward,
+                    num_microbatches=config.optim.num_microbatches,
+                    state_shardings=shardings,
+                    ref_shardings=ref_shardings,
                     batch_sharding=jax.tree.map(lambda x: x.sharding, batch),
-                    logits_chunk_tokens=config.optim.logits_chunk_tokens)
+                    logits_chunk_tokens=config.optim.logits_chunk_tokens,
+                )
             state, step_out = train_steps[key](state, setup.ref_params, batch, jnp.asarray(kl_weights))
             step_out = distributed.to_host(step_out)
             t_train = time.perf_counter()
 
-            step_metrics = _step_metrics(setup, episode, rewards, returns, advantages, step_out,
-                                         times=(t_sample - t0, t_grade - t_sample, t_train - t_grade),
-                                         stage_index=stage_index, train_width=int(batch["tokens"].shape[1]))
+            step_metrics = _step_metrics(
+                setup,
+                episode,
+                rewards,
+                returns,
+                advantages,
+                step_out,
+                times=(t_sample - t0, t_grade - t_sample, t_train - t_grade),
+                stage_index=stage_index,
+                train_width=int(batch["tokens"].shape[1]),
+            )
             history.append({"step": step + 1, **step_metrics})
             if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
                 writer.write(step + 1, step_metrics, prefix="train/")
@@ -194,8 +235,9 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             # Saves are collective: every process must take the same branch (the metric is global,
             # and a SIGTERM that reached only some processes stops them all).
             preempted = distributed.any_process(preemption.requested)
-            checkpointer.save_if_best(step + 1, state, extra_state(step + 1, stage, step_metrics),
-                                      float(step_metrics["reward/mean"]))
+            checkpointer.save_if_best(
+                step + 1, state, extra_state(step + 1, stage, step_metrics), float(step_metrics["reward/mean"])
+            )
             if (step + 1) % config.checkpoint.every_steps == 0 or stage_ends or preempted:
                 checkpointer.save(step + 1, state, extra_state(step + 1, stage, step_metrics), force=True)
             if on_step_end is not None:
@@ -249,15 +291,18 @@ def _train_batch(episode, advantages: np.ndarray, setup: Setup) -> dict:
 
 def _sequence_kl(setup: Setup, episode, score) -> np.ndarray:
     """Per-attempt sequence KL [K, B] (k1 on sampled tokens) for KL-in-reward; `score` from make_score_fn."""
-    inputs = [distributed.global_batch(np.asarray(x), setup.mesh, setup.rules)
-              for x in (episode.tokens, episode.positions, episode.valid)]
+    inputs = [
+        distributed.global_batch(np.asarray(x), setup.mesh, setup.rules)
+        for x in (episode.tokens, episode.positions, episode.valid)
+    ]
     ref_logp = distributed.local_rows(score(setup.ref_params, *inputs), setup.mesh, setup.rules)
     per_token = np.asarray(episode.logprobs) - ref_logp
     return np.einsum("kbt,bt->kb", np.asarray(episode.attempt_masks, np.float64), per_token)
 
 
-def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, times, stage_index,
-                  train_width: int) -> dict:
+def _step_metrics(
+    setup: Setup, episode, rewards, returns, advantages, out, times, stage_index, train_width: int
+) -> dict:
     """Metrics of the whole global batch (rows gathered from every process), the same on every process.
 
     `train_width`: token slots per row in the train step (the episode's used slots, bucketed).
@@ -290,8 +335,14 @@ def _step_metrics(setup: Setup, episode, rewards, returns, advantages, out, time
     m["grad_norm"] = float(out["grad_norm"])
     sample_s, grade_s, train_s = times
     tokens = float(np.sum(lengths))
-    m.update({"time/sample_s": sample_s, "time/grade_s": grade_s, "time/train_s": train_s,
-              "throughput/sampled_tok_s": tokens / max(sample_s, 1e-9)})
+    m.update(
+        {
+            "time/sample_s": sample_s,
+            "time/grade_s": grade_s,
+            "time/train_s": train_s,
+            "throughput/sampled_tok_s": tokens / max(sample_s, 1e-9),
+        }
+    )
     flops = step_lib.step_flops(setup.model_config, lengths.shape[1], train_width)
     m["throughput/train_flops_per_s"] = flops / max(train_s, 1e-9)
     peak = float(setup.config.peak_flops_per_device)

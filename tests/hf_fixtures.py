@@ -16,22 +16,49 @@ import torch
 import transformers
 
 # Small models of each family; sizes divide an 8-device mesh on every sharded axis.
-_COMMON = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-               head_dim=16, max_position_embeddings=512)
+_COMMON = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+)
 HF_CONFIGS = {
     "gemma": dict(_COMMON, num_hidden_layers=2, num_key_value_heads=1),
     # Sliding window (4) shorter than the test sequences, and softcaps small enough to bend the logits.
-    "gemma2": dict(_COMMON, num_hidden_layers=4, sliding_window=4, query_pre_attn_scalar=24,
-                   attn_logit_softcapping=5.0, final_logit_softcapping=3.0),
+    "gemma2": dict(
+        _COMMON,
+        num_hidden_layers=4,
+        sliding_window=4,
+        query_pre_attn_scalar=24,
+        attn_logit_softcapping=5.0,
+        final_logit_softcapping=3.0,
+    ),
     # Llama 3 scaling with a short original context, so every frequency band is exercised.
-    "llama": dict(_COMMON, num_hidden_layers=2, rms_norm_eps=1e-5,
-                  rope_parameters=dict(rope_type="llama3", rope_theta=500_000.0, factor=8.0, low_freq_factor=1.0,
-                                       high_freq_factor=4.0, original_max_position_embeddings=16)),
+    "llama": dict(
+        _COMMON,
+        num_hidden_layers=2,
+        rms_norm_eps=1e-5,
+        rope_parameters=dict(
+            rope_type="llama3",
+            rope_theta=500_000.0,
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=16,
+        ),
+    ),
     "qwen2": dict(_COMMON, num_hidden_layers=2, rope_parameters=dict(rope_type="default", rope_theta=1_000_000.0)),
 }
 _CONFIG_CLASSES = {"gemma": "GemmaConfig", "gemma2": "Gemma2Config", "llama": "LlamaConfig", "qwen2": "Qwen2Config"}
-_MODEL_CLASSES = {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM", "llama": "LlamaForCausalLM",
-                  "qwen2": "Qwen2ForCausalLM"}
+_MODEL_CLASSES = {
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
 
 
 def tiny_hf_model(family: str, tied: bool | None = None, seed: int = 0, **config_overrides) -> torch.nn.Module:
@@ -60,9 +87,15 @@ def tiny_hf_model(family: str, tied: bool | None = None, seed: int = 0, **config
     return model.eval()
 
 
-def save_tiny_hf_checkpoint(path: str, family: str, tied: bool | None = None, seed: int = 0,
-                            dtype: torch.dtype = torch.float32, max_shard_size: str | None = None,
-                            **config_overrides) -> torch.nn.Module:
+def save_tiny_hf_checkpoint(
+    path: str,
+    family: str,
+    tied: bool | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    max_shard_size: str | None = None,
+    **config_overrides,
+) -> torch.nn.Module:
     """Builds `tiny_hf_model` and saves it (safetensors) to `path`; returns the fp32 model."""
     model = tiny_hf_model(family, tied, seed, **config_overrides)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
@@ -88,9 +121,12 @@ def left_padded_batch(vocab_size: int, lengths: list[int], seq_len: int, seed: i
 def hf_logits(model: torch.nn.Module, tokens: np.ndarray, valid: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """float32 logits [B,T,V] with an explicit attention mask and position ids."""
     with torch.no_grad():
-        out = model(input_ids=torch.as_tensor(tokens, dtype=torch.long),
-                    attention_mask=torch.as_tensor(valid, dtype=torch.long),
-                    position_ids=torch.as_tensor(positions, dtype=torch.long), use_cache=False)
+        out = model(
+            input_ids=torch.as_tensor(tokens, dtype=torch.long),
+            attention_mask=torch.as_tensor(valid, dtype=torch.long),
+            position_ids=torch.as_tensor(positions, dtype=torch.long),
+            use_cache=False,
+        )
     return out.logits.float().numpy()
 
 
@@ -110,23 +146,27 @@ CORPUS = [
 LLAMA3_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
     "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
 # Llama 3.1 / 3.2 Instruct: a dated system turn first, whatever the messages.
 LLAMA31_CHAT_TEMPLATE = (
     "{{ bos_token }}{% set today = date_string if date_string is defined else '26 Jul 2024' %}"
     "{{ '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ' + today"
     " + '\n\n<|eot_id|>' }}{% for m in messages %}"
     "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
     "{{ '<start_of_turn>' + role + '\n' + m['content'] | trim + '<end_of_turn>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
 QWEN2_CHAT_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}"
     "{% endif %}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 def _byte_level_bpe(special_tokens: list[str]):
@@ -135,18 +175,27 @@ def _byte_level_bpe(special_tokens: list[str]):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special_tokens, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special_tokens,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer)
     return tok
 
 
-def llama3_style_tokenizer(directory: str, chat_template: str = LLAMA3_CHAT_TEMPLATE) -> transformers.PreTrainedTokenizerBase:
+def llama3_style_tokenizer(
+    directory: str, chat_template: str = LLAMA3_CHAT_TEMPLATE
+) -> transformers.PreTrainedTokenizerBase:
     """A byte-level BPE tokenizer with Llama 3's special tokens and chat format, saved to `directory`."""
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=_byte_level_bpe(specials), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-        chat_template=chat_template)
+        tokenizer_object=_byte_level_bpe(specials),
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        chat_template=chat_template,
+    )
     tok.save_pretrained(directory)
     return tok
 
@@ -155,8 +204,11 @@ def qwen2_style_tokenizer(directory: str) -> transformers.PreTrainedTokenizerBas
     """A byte-level BPE tokenizer with Qwen2.5's ChatML tokens and default system turn, saved to `directory`."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=_byte_level_bpe(specials), eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        chat_template=QWEN2_CHAT_TEMPLATE)
+        tokenizer_object=_byte_level_bpe(specials),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=QWEN2_CHAT_TEMPLATE,
+    )
     tok.save_pretrained(directory)
     return tok
 
@@ -170,10 +222,26 @@ def gemma_sentencepiece_model(path: str) -> str:
     with open(corpus, "w") as f:
         f.write("\n".join(CORPUS * 4))
     spm.SentencePieceTrainer.train(
-        input=corpus, model_prefix=prefix, vocab_size=400, model_type="bpe", byte_fallback=True,
-        user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], add_dummy_prefix=False, split_digits=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
-        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>", minloglevel=2)
+        input=corpus,
+        model_prefix=prefix,
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
+        add_dummy_prefix=False,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        minloglevel=2,
+    )
     shutil.move(prefix + ".model", path)
     os.remove(prefix + ".vocab")
     os.remove(corpus)

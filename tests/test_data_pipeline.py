@@ -41,25 +41,29 @@ def test_two_processes_read_disjoint_covering_slices(shuffle):
     sources = [_source(40), _source(40)]
     seen = []
     for k, source in enumerate(sources):
-        batches = data.PromptBatches(
-            source, 4, seed=7, shuffle=shuffle, num_epochs=1, process_index=k, process_count=2
-        )
+        batches = data.PromptBatches(source, 4, seed=7, shuffle=shuffle, num_epochs=1, process_index=k, process_count=2)
         seen.append([i for batch in batches for i in _ids(batch)])
         assert batches.steps_per_epoch == 5
         assert sorted(source.read) == sorted(seen[k])  # reads only what it yields
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(40))
     if not shuffle:  # global batch b is [8b, 8b + 8); process k reads its k-th half
-        assert seen == [[i for b in range(5) for i in range(8 * b, 8 * b + 4)],
-                        [i for b in range(5) for i in range(8 * b + 4, 8 * b + 8)]]
+        assert seen == [
+            [i for b in range(5) for i in range(8 * b, 8 * b + 4)],
+            [i for b in range(5) for i in range(8 * b + 4, 8 * b + 8)],
+        ]
 
 
 @pytest.mark.parametrize("process_count", [1, 2, 4])
 def test_global_batches_do_not_depend_on_process_count(process_count):
     single = data.PromptBatches(_source(50), 8, seed=3, num_epochs=2)
     want = [_ids(b) for b in single]
-    parts = [data.PromptBatches(_source(50), 8 // process_count, seed=3, num_epochs=2, process_index=k,
-                                process_count=process_count) for k in range(process_count)]
+    parts = [
+        data.PromptBatches(
+            _source(50), 8 // process_count, seed=3, num_epochs=2, process_index=k, process_count=process_count
+        )
+        for k in range(process_count)
+    ]
     got = [[i for part in step for i in _ids(part)] for step in zip(*parts)]
     assert got == want and len(want) == 2 * 6
 
@@ -123,8 +127,10 @@ print(json.dumps([[e["id"] for e in next(batches)] for _ in range(4)]))
 
 def test_state_restores_exactly_in_a_new_process(tmp_path):
     source = data.load("synthetic", "easy", "train", data_dir=tmp_path)
+
     def make():
         return data.PromptBatches(source, 32, seed=5, process_index=1, process_count=2)
+
     uninterrupted = [_ids(b) for b, _ in zip(make(), range(7))]
     batches = make()
     assert batches.steps_per_epoch == 4  # 300 examples // (2 processes x 32), so 7 crosses an epoch
@@ -134,6 +140,9 @@ def test_state_restores_exactly_in_a_new_process(tmp_path):
     assert (state["epoch"], state["position"]) == (0, 3)
     result = subprocess.run(
         [sys.executable, "-c", _RESUME, str(tmp_path), json.dumps(state)],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == uninterrupted[3:]

@@ -18,8 +18,9 @@ CONFIG = get_preset("tiny_llama", vocab_size=TOK.vocab_size)
 # Besides the template's stops, the lowercase letters end an attempt, so rows finish at different
 # steps (gaps), some closed by <end_of_turn> and some not, and some run out of tokens.
 STOPS = (TOK.eos_id, EOT) + tuple(TOK.encode("abcdefghijklmnopqrstuvwxyz"))
-SETTINGS = SamplingConfig(max_new_tokens=12, temperature=1.0, stop_token_ids=STOPS, length_buckets=(16, 32, 64),
-                          attention_block=None)
+SETTINGS = SamplingConfig(
+    max_new_tokens=12, temperature=1.0, stop_token_ids=STOPS, length_buckets=(16, 32, 64), attention_block=None
+)
 FIRST_TURNS = ["Q: 12+30?", "Q: 7*6?", "hi", "Q: what is the capital of France?"]
 INSTRUCTION = "Please fix it."
 
@@ -65,23 +66,29 @@ def test_layout_masks_and_flags(episode):
             assert episode.texts[a][r] == TOK.decode(ids[:-1] if ids[-1] in STOPS else ids)
             attempts.append(ids)
         closed = attempts[0][-1] == EOT
-        want = (TEMPLATE.prompt(TOK, FIRST_TURNS[episode.prompt_index[r]]) + attempts[0]
-                + TEMPLATE.continuation(TOK, INSTRUCTION, closed) + attempts[1])
+        want = (
+            TEMPLATE.prompt(TOK, FIRST_TURNS[episode.prompt_index[r]])
+            + attempts[0]
+            + TEMPLATE.continuation(TOK, INSTRUCTION, closed)
+            + attempts[1]
+        )
         assert episode.tokens[r, episode.valid[r]].tolist() == want
         np.testing.assert_array_equal(episode.positions[r, episode.valid[r]], np.arange(len(want)))
 
 
 def test_cache_matches_full_forward(params, episode):
     """Logits from the cache, slot by slot across both attempts and the gaps, equal one forward."""
-    full = forward(CONFIG, params, jnp.asarray(episode.tokens), jnp.asarray(episode.positions),
-                   jnp.asarray(episode.valid))
+    full = forward(
+        CONFIG, params, jnp.asarray(episode.tokens), jnp.asarray(episode.positions), jnp.asarray(episode.valid)
+    )
     full = np.asarray(full)
     sampler = EpisodeSampler(CONFIG, TOK, TEMPLATE, SETTINGS).sampler
     cache = sampler.new_cache(*episode.tokens.shape)
     for slot in range(episode.tokens.shape[1]):
         cut = slice(slot, slot + 1)
-        logits, cache = sampler.prefill(params, cache, episode.tokens[:, cut], episode.positions[:, cut],
-                                        episode.valid[:, cut])
+        logits, cache = sampler.prefill(
+            params, cache, episode.tokens[:, cut], episode.positions[:, cut], episode.valid[:, cut]
+        )
         rows = episode.valid[:, slot]
         np.testing.assert_allclose(np.asarray(logits)[rows], full[rows, slot], atol=1e-4, err_msg=f"slot {slot}")
 
@@ -123,9 +130,14 @@ def test_reprefill_and_more_attempts(params):
     np.testing.assert_array_equal(reuse.attempt_masks, again.attempt_masks)
     np.testing.assert_allclose(reuse.logprobs, again.logprobs, atol=1e-4)
     assert reuse.texts == again.texts
-    assert sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(0), num_attempts=3,
-                          settings=sampler.settings.replace(greedy=True)).texts == [
-        texts[::2] for texts in reuse.texts]
+    assert sampler.sample(
+        params,
+        FIRST_TURNS,
+        INSTRUCTION,
+        rng=jax.random.key(0),
+        num_attempts=3,
+        settings=sampler.settings.replace(greedy=True),
+    ).texts == [texts[::2] for texts in reuse.texts]
 
 
 def test_sharded_episodes_equal_unsharded(params):
@@ -134,7 +146,8 @@ def test_sharded_episodes_equal_unsharded(params):
     want = EpisodeSampler(CONFIG, TOK, TEMPLATE, settings).sample(params, FIRST_TURNS, INSTRUCTION, **kwargs)
     mesh = sharding.make_mesh((2, 2, 2))
     got = EpisodeSampler(CONFIG, TOK, TEMPLATE, settings, mesh=mesh, rules="data_parallel").sample(
-        params, FIRST_TURNS, INSTRUCTION, **kwargs)
+        params, FIRST_TURNS, INSTRUCTION, **kwargs
+    )
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_array_equal(got.attempt_masks, want.attempt_masks)
 
@@ -157,8 +170,16 @@ def test_inference_scaling(params):
         return float(len(text) % 2 == 0)
 
     result = inference_scaling.inference_scaling(
-        sampler, params, examples=["e0", "e1", "e2", "e3"], first_turns=FIRST_TURNS, instruction=INSTRUCTION,
-        grade=grade, extract=lambda t: len(t) % 3, rng=jax.random.key(2), max_budget=4)
+        sampler,
+        params,
+        examples=["e0", "e1", "e2", "e3"],
+        first_turns=FIRST_TURNS,
+        instruction=INSTRUCTION,
+        grade=grade,
+        extract=lambda t: len(t) % 3,
+        rng=jax.random.key(2),
+        max_budget=4,
+    )
     assert sorted(result.parallel) == [1, 2, 4] and sorted(result.corrected) == [2, 4]
     assert all(0 <= v <= 1 and v * 4 == int(v * 4) for v in {**result.parallel, **result.corrected}.values())
     assert seen[:4] == ["e0", "e1", "e2", "e3"]

@@ -3,15 +3,15 @@
 import json
 import os
 
+import hf_fixtures as fx
 import jax
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-
-import hf_fixtures as fx
 from test_model import MESHES, check_param_shardings
+
 from score_jax import sharding
 from score_jax.checkpoints import hf
 from score_jax.model import config as model_config
@@ -34,8 +34,10 @@ def _max_diff(a, b, valid):
     return float(np.abs(a - b)[valid].max())
 
 
-@pytest.mark.parametrize("family,tied", [
-    ("gemma", True), ("gemma2", True), ("llama", False), ("llama", True), ("qwen2", True), ("qwen2", False)])
+@pytest.mark.parametrize(
+    "family,tied",
+    [("gemma", True), ("gemma2", True), ("llama", False), ("llama", True), ("qwen2", True), ("qwen2", False)],
+)
 def test_import_export_matches_transformers(tmp_path, family, tied):
     model = fx.save_tiny_hf_checkpoint(tmp_path / "in", family, tied)
     batch = _batch()
@@ -121,8 +123,9 @@ def test_sharded_import(tmp_path, rules, mesh_shape):
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(single), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     batch = _batch(lengths=[12, 9, 5, 1, 12, 3, 7, 12])
-    np.testing.assert_allclose(_ours(config, params, batch)[batch[1]], _ours(config, single, batch)[batch[1]],
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        _ours(config, params, batch)[batch[1]], _ours(config, single, batch)[batch[1]], atol=1e-5, rtol=0
+    )
 
 
 def test_config_round_trips_for_real_presets():
@@ -132,16 +135,39 @@ def test_config_round_trips_for_real_presets():
 
 
 def test_transformers4_style_config():
-    v4 = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
-          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 500000.0,
-          "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                           "original_max_position_embeddings": 64}}
+    v4 = {
+        "model_type": "llama",
+        "vocab_size": 256,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    }
     config = hf.model_config_from_hf(v4, dtype="bfloat16")
     assert (config.head_dim, config.rope_theta, config.tie_embeddings) == (16, 500000.0, False)
     assert config.rope_llama3_scaling == (8.0, 1.0, 4.0, 64) and config.dtype == "bfloat16"
-    gemma2_v4 = {"model_type": "gemma2", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
-                 "num_hidden_layers": 4, "num_attention_heads": 4, "head_dim": 16, "sliding_window": 4096,
-                 "query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
+    gemma2_v4 = {
+        "model_type": "gemma2",
+        "vocab_size": 256,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "head_dim": 16,
+        "sliding_window": 4096,
+        "query_pre_attn_scalar": 256,
+        "attn_logit_softcapping": 50.0,
+        "final_logit_softcapping": 30.0,
+    }
     config = hf.model_config_from_hf(gemma2_v4)
     assert (config.sliding_window, config.sliding_window_pattern, config.tie_embeddings) == (4096, 2, True)
 
@@ -200,9 +226,11 @@ def test_error_tied_config_with_lm_head(llama_dir):
 
 def test_error_shape_mismatch(llama_dir):
     _edit_config(llama_dir, intermediate_size=96)
-    with pytest.raises(hf.HFCheckpointError,
-                       match=r"6 tensors have the wrong shape.*model\.layers\.0\.mlp\.down_proj\.weight: "
-                             r"expected \[64, 96\], found \[64, 128\]"):
+    with pytest.raises(
+        hf.HFCheckpointError,
+        match=r"6 tensors have the wrong shape.*model\.layers\.0\.mlp\.down_proj\.weight: "
+        r"expected \[64, 96\], found \[64, 128\]",
+    ):
         hf.load_hf_checkpoint(llama_dir)
 
 

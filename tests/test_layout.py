@@ -34,7 +34,9 @@ def _import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
                 targets = [f"{base}.{a.name}" for a in node.names] + [base]
             for target in targets:
                 module = resolve(target) if target.startswith("score_jax") else None
@@ -97,8 +99,9 @@ def test_checkpoint_written_before_run_setup_restores(tmp_path):
 
     c = config_lib.base_config()
     c.model.preset = "tiny_llama"
-    c.model.overrides = ml_collections.ConfigDict(dict(vocab_size=261, d_model=16, num_layers=1, num_heads=2,
-                                                       num_kv_heads=1, head_dim=8, mlp_dim=32))
+    c.model.overrides = ml_collections.ConfigDict(
+        dict(vocab_size=261, d_model=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8, mlp_dim=32)
+    )
     c.mesh.shape = (1, -1, 1)
     c.rl.schedule = "stage1:1,stage2:2"  # one step more than the checkpoint holds
     c.rl.prompts_per_step, c.rl.samples_per_prompt, c.rl.max_new_tokens = 2, 4, 4
@@ -117,6 +120,8 @@ def test_checkpoint_written_before_run_setup_restores(tmp_path):
     step, old, extra = manager.restore_from_path(str(FIXTURES / "checkpoints" / "before_run_setup"), abstract)
     assert step == 2 and extra["stage"] == "stage2" and "data" in extra
     assert int(result.state.step) == 3
-    moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
-             for a, b in zip(jax.tree.leaves(result.state.params), jax.tree.leaves(old.params))]
+    moved = [
+        np.abs(np.asarray(a) - np.asarray(b)).max()
+        for a, b in zip(jax.tree.leaves(result.state.params), jax.tree.leaves(old.params))
+    ]
     assert 0 < max(moved) < 1e-3

@@ -42,8 +42,9 @@ def _params(config, seed=0):
     return jax.device_put(jax.tree_util.tree_map_with_path(one, shapes))
 
 
-@pytest.mark.parametrize("preset,scan", [("tiny_gemma", False), ("tiny_gemma2", False), ("tiny_gemma2", True),
-                                         ("tiny_qwen2", False)])
+@pytest.mark.parametrize(
+    "preset,scan", [("tiny_gemma", False), ("tiny_gemma2", False), ("tiny_gemma2", True), ("tiny_qwen2", False)]
+)
 def test_prefill_and_decode_through_cache_match_full_forward(preset, scan):
     config = get_preset(preset, scan_layers=scan)
     params = _params(config)
@@ -57,7 +58,7 @@ def test_prefill_and_decode_through_cache_match_full_forward(preset, scan):
     logits, cache = step(params, tokens[:, :prefill], positions[:, :prefill], valid[:, :prefill], cache)
     steps = [np.asarray(logits)]
     for t in range(prefill, SEQ):
-        logits, cache = step(params, tokens[:, t:t + 1], positions[:, t:t + 1], valid[:, t:t + 1], cache)
+        logits, cache = step(params, tokens[:, t : t + 1], positions[:, t : t + 1], valid[:, t : t + 1], cache)
         steps.append(np.asarray(logits))
     assert int(cache.index) == SEQ
     # Gemma's random logits reach ~70, so allow fp32 rounding relative to their size.
@@ -71,7 +72,7 @@ def test_gap_is_invisible():
     tokens, positions, valid = _batch(config.vocab_size, [16, 16], gaps=[(0, 5, 9)])
     kept = valid[0]
     compact = np.zeros_like(tokens[:1])
-    compact[0, SEQ - kept.sum():] = tokens[0, kept]
+    compact[0, SEQ - kept.sum() :] = tokens[0, kept]
     c_valid = np.arange(SEQ)[None] >= SEQ - kept.sum()
     c_pos = np.asarray(transformer.left_padded_positions(jnp.asarray(c_valid)))
     gapped = np.asarray(transformer.forward(config, params, tokens[:1], positions[:1], valid[:1]))
@@ -93,10 +94,19 @@ def test_scanned_layers_match_unrolled():
 
 # Logical axes of each parameter (by leaf name), and what each rule set maps them to.
 _LOGICAL = {
-    "embedding": ("vocab", "embed"), "lm_head": ("embed", "vocab"), "scale": ("embed",),
-    "q": ("embed", "heads", "head_dim"), "k": ("embed", "kv_heads", "head_dim"), "v": ("embed", "kv_heads", "head_dim"),
-    "o": ("heads", "head_dim", "embed"), "q_bias": ("heads", "head_dim"), "k_bias": ("kv_heads", "head_dim"),
-    "v_bias": ("kv_heads", "head_dim"), "gate": ("embed", "mlp"), "up": ("embed", "mlp"), "down": ("mlp", "embed"),
+    "embedding": ("vocab", "embed"),
+    "lm_head": ("embed", "vocab"),
+    "scale": ("embed",),
+    "q": ("embed", "heads", "head_dim"),
+    "k": ("embed", "kv_heads", "head_dim"),
+    "v": ("embed", "kv_heads", "head_dim"),
+    "o": ("heads", "head_dim", "embed"),
+    "q_bias": ("heads", "head_dim"),
+    "k_bias": ("kv_heads", "head_dim"),
+    "v_bias": ("kv_heads", "head_dim"),
+    "gate": ("embed", "mlp"),
+    "up": ("embed", "mlp"),
+    "down": ("mlp", "embed"),
 }
 _MESH_AXES = {
     "data_parallel": {},

@@ -36,11 +36,21 @@ def _start(workdir, num_processes, *extra):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     # Compiled programs are cached on disk: the resumed run reuses the first run's.
-    env.update(JAX_COMPILATION_CACHE_DIR=str(workdir.parent / "jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return [subprocess.Popen([sys.executable, WORKER, str(workdir), str(num_processes), str(i), str(port), str(STEPS),
-                              *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for i in range(num_processes)]
+    env.update(
+        JAX_COMPILATION_CACHE_DIR=str(workdir.parent / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    return [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(workdir), str(num_processes), str(i), str(port), str(STEPS), *map(str, extra)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(num_processes)
+    ]
 
 
 def _wait(*procs):
@@ -65,10 +75,13 @@ def _params(path):
 
 
 def _train_lines(workdir):
-    lines = [json.loads(x) for x in open(workdir / "metrics.jsonl")]
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     # Timings and throughputs differ from run to run; everything else is a function of the data.
-    return [{k: v for k, v in x.items() if not k.startswith(("train/time/", "train/throughput/"))}
-            for x in lines if "train/reward/t1" in x]
+    return [
+        {k: v for k, v in x.items() if not k.startswith(("train/time/", "train/throughput/"))}
+        for x in lines
+        if "train/reward/t1" in x
+    ]
 
 
 @pytest.mark.slow

@@ -43,8 +43,13 @@ def outside():
     existing = shared / "existing.txt"
     existing.write_text("original")
     existing.chmod(0o666)
-    paths = {"dir": shared, "existing": existing, "new": shared / f"new-{token}",
-             "home": pathlib.Path.home() / f".score-canary-{token}", "tmp": pathlib.Path(f"/tmp/score-canary-{token}")}
+    paths = {
+        "dir": shared,
+        "existing": existing,
+        "new": shared / f"new-{token}",
+        "home": pathlib.Path.home() / f".score-canary-{token}",
+        "tmp": pathlib.Path(f"/tmp/score-canary-{token}"),
+    }
     yield paths
     for key in ("new", "home", "tmp"):
         paths[key].unlink(missing_ok=True)
@@ -109,9 +114,13 @@ def sleep_token() -> str:
 
 
 def test_correct_program_passes_and_wrong_fails(pool):
-    good, wrong, half = pool.run([code.CodeJob.mbpp(DOUBLE, MBPP_TESTS),
-                                  code.CodeJob.mbpp("def f(x):\n    return x ** 3\n", MBPP_TESTS),
-                                  code.CodeJob.mbpp("def f(x):\n    return x + 2\n", MBPP_TESTS)])
+    good, wrong, half = pool.run(
+        [
+            code.CodeJob.mbpp(DOUBLE, MBPP_TESTS),
+            code.CodeJob.mbpp("def f(x):\n    return x ** 3\n", MBPP_TESTS),
+            code.CodeJob.mbpp("def f(x):\n    return x + 2\n", MBPP_TESTS),
+        ]
+    )
     assert (good.passed, good.status, good.tests_passed, good.tests_total) == (True, "passed", 2, 2)
     assert (wrong.passed, wrong.status, wrong.tests_passed) == (False, "failed", 0)
     assert (half.status, half.tests_passed) == ("failed", 1)
@@ -121,8 +130,11 @@ def test_correct_program_passes_and_wrong_fails(pool):
 
 def test_check_functions_and_tuple_jobs():
     assert code.check_mbpp(DOUBLE, MBPP_TESTS).passed
-    problem = {"prompt": "def add(a, b):\n    \"\"\"a + b\"\"\"\n", "test": "def check(candidate):\n"
-               "    assert candidate(1, 2) == 3\n", "entry_point": "add"}
+    problem = {
+        "prompt": 'def add(a, b):\n    """a + b"""\n',
+        "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n",
+        "entry_point": "add",
+    }
     assert code.check_humaneval(problem, "    return a + b\n").passed
     assert not code.check_humaneval(problem, "    return a - b\n").passed
     example = {"test_list": ["assert g([3, 1]) == [1, 3]"], "test_setup_code": "import heapq"}
@@ -143,7 +155,7 @@ HUMANEVAL = {
         def find_root(xs: list) -> float:
             """A root of the linear polynomial xs[0] + xs[1] * x."""
     '''),
-    "test": textwrap.dedent('''
+    "test": textwrap.dedent("""
         METADATA = {}
 
 
@@ -158,7 +170,7 @@ HUMANEVAL = {
                 assert candidate([-a, 1]) == a
             x = random.randint(1, 100)  # unseeded: both phases must draw the same value
             assert candidate([-x, 1]) == x
-    '''),
+    """),
     "entry_point": "find_root",
 }
 
@@ -167,14 +179,14 @@ def test_humaneval_shape(pool):
     right = "    return -xs[0] / xs[1]\n"
     wrong = "    return xs[0] / xs[1]\n"
     cheat_helper = "    return 0.0\n\n\ndef poly(xs, x):\n    return 0.0\n"  # redefines the trusted helper
-    uses_random = ("    import random\n    random.random(); random.shuffle([1, 2, 3])\n"
-                   "    return -xs[0] / xs[1]\n")
+    uses_random = "    import random\n    random.random(); random.shuffle([1, 2, 3])\n    return -xs[0] / xs[1]\n"
     results = pool.run([code.CodeJob.humaneval(HUMANEVAL, c) for c in (right, wrong, cheat_helper, uses_random)])
     assert [r.status for r in results] == ["passed", "failed", "failed", "passed"], [r.error for r in results]
 
 
 def test_real_humaneval_fixture_canonical_solutions_pass(pool):
     import json
+
     path = pathlib.Path(__file__).parent / "fixtures/data/humaneval/HumanEval.jsonl"
     problems = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     results = pool.run([code.CodeJob.humaneval(p, p["canonical_solution"]) for p in problems])
@@ -184,20 +196,26 @@ def test_real_humaneval_fixture_canonical_solutions_pass(pool):
 
 
 def test_syntax_error_and_program_errors(pool):
-    syntax, raises, name_error = pool.run([
-        code.CodeJob.mbpp("def f(x) return 2 * x", MBPP_TESTS),
-        code.CodeJob.mbpp("raise ValueError('at import')\ndef f(x):\n    return 2 * x\n", MBPP_TESTS),
-        code.CodeJob.mbpp("def g(x):\n    return 2 * x\n", MBPP_TESTS)])
+    syntax, raises, name_error = pool.run(
+        [
+            code.CodeJob.mbpp("def f(x) return 2 * x", MBPP_TESTS),
+            code.CodeJob.mbpp("raise ValueError('at import')\ndef f(x):\n    return 2 * x\n", MBPP_TESTS),
+            code.CodeJob.mbpp("def g(x):\n    return 2 * x\n", MBPP_TESTS),
+        ]
+    )
     assert syntax.status == "syntax_error" and "SyntaxError" in syntax.error
     assert raises.status == "failed" and "ValueError: at import" in raises.error
     assert name_error.status == "failed" and "NameError" in name_error.error
 
 
 def test_crashes(pool):
-    segfault, odd_exit, after = pool.run([
-        code.CodeJob.mbpp("import ctypes\ndef f(x):\n    return ctypes.string_at(0)\n", MBPP_TESTS),
-        code.CodeJob.mbpp("import os\ndef f(x):\n    os._exit(200)\n", MBPP_TESTS),
-        code.CodeJob.mbpp(DOUBLE, MBPP_TESTS)])
+    segfault, odd_exit, after = pool.run(
+        [
+            code.CodeJob.mbpp("import ctypes\ndef f(x):\n    return ctypes.string_at(0)\n", MBPP_TESTS),
+            code.CodeJob.mbpp("import os\ndef f(x):\n    os._exit(200)\n", MBPP_TESTS),
+            code.CodeJob.mbpp(DOUBLE, MBPP_TESTS),
+        ]
+    )
     assert segfault.status == "crashed" and "signal 11" in segfault.error
     assert odd_exit.status == "crashed" and "exited with 200" in odd_exit.error
     assert after.passed  # the worker survived both
@@ -219,17 +237,26 @@ def test_tests_that_do_not_compile(pool):
 
 def test_batch_results_keep_job_order(pool):
     expected = [i % 3 != 0 for i in range(24)]
-    jobs = [code.CodeJob.mbpp(f"def f():\n    return {i if ok else -1}\n", [f"assert f() == {i}"])
-            for i, ok in enumerate(expected)]
+    jobs = [
+        code.CodeJob.mbpp(f"def f():\n    return {i if ok else -1}\n", [f"assert f() == {i}"])
+        for i, ok in enumerate(expected)
+    ]
     assert [r.passed for r in pool.run(jobs)] == expected
     assert [r.passed for r in pool.run(jobs, max_workers=1)] == expected
 
 
 def test_expected_values_are_not_in_the_sandbox():
     """The sandbox runs the asserts with the literal expected sides removed."""
-    tests = code.prepare_tests(["assert f(2) == 4444", "assert abs(f(3) - 3.25) < 1e-6",
-                                "assert math.isclose(f(5), 7.75, rel_tol=0.5)", "assert sorted(f(6)) == [8, 9]",
-                                "assert all(map(lambda v: f(v) == 1, [1]))"], "")
+    tests = code.prepare_tests(
+        [
+            "assert f(2) == 4444",
+            "assert abs(f(3) - 3.25) < 1e-6",
+            "assert math.isclose(f(5), 7.75, rel_tol=0.5)",
+            "assert sorted(f(6)) == [8, 9]",
+            "assert all(map(lambda v: f(v) == 1, [1]))",
+        ],
+        "",
+    )
 
     def constants(c):
         out = set()
@@ -260,9 +287,12 @@ def test_extract_program():
 
 
 def test_timeouts(pool):
-    loop, sleep = pool.run([
-        code.CodeJob.mbpp("def f(x):\n    while True:\n        pass\n", MBPP_TESTS, timeout_s=1.0),
-        code.CodeJob.mbpp("import time\ndef f(x):\n    time.sleep(60)\n", MBPP_TESTS, timeout_s=1.0)])
+    loop, sleep = pool.run(
+        [
+            code.CodeJob.mbpp("def f(x):\n    while True:\n        pass\n", MBPP_TESTS, timeout_s=1.0),
+            code.CodeJob.mbpp("import time\ndef f(x):\n    time.sleep(60)\n", MBPP_TESTS, timeout_s=1.0),
+        ]
+    )
     for result in (loop, sleep):
         assert result.status == "timeout" and not result.passed
         assert result.duration_s < 5
@@ -359,9 +389,12 @@ def test_network_is_blocked(pool, fallback_pool, namespaces):
             except OSError:
                 return "blocked"
     """)
-    blocked, cheat = (pool if namespaces else fallback_pool).run([
-        code.CodeJob.mbpp(program, [f"assert f({port}) == 'blocked'", "assert g() == 'blocked'"]),
-        code.CodeJob.mbpp(program, [f"assert f({port}) == 'connected'"])])
+    blocked, cheat = (pool if namespaces else fallback_pool).run(
+        [
+            code.CodeJob.mbpp(program, [f"assert f({port}) == 'blocked'", "assert g() == 'blocked'"]),
+            code.CodeJob.mbpp(program, [f"assert f({port}) == 'connected'"]),
+        ]
+    )
     listener.settimeout(0.3)
     with pytest.raises(socket.timeout):
         listener.accept()
@@ -586,10 +619,13 @@ ATTACKS = {
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_attacks_do_not_pass(pool, outside, attack):
-    tests = ["assert f(2) == 4", "assert all(map(lambda v: f(v) == 2 * v, [2, 3]))",
-             "assert sorted(f(3) if isinstance(f(3), list) else [f(3)]) == [6]",
-             "import math\nassert math.isclose(f(5), 10.0)",
-             "import unittest\nunittest.TestCase().assertEqual(f(7), 14)"]
+    tests = [
+        "assert f(2) == 4",
+        "assert all(map(lambda v: f(v) == 2 * v, [2, 3]))",
+        "assert sorted(f(3) if isinstance(f(3), list) else [f(3)]) == [6]",
+        "import math\nassert math.isclose(f(5), 10.0)",
+        "import unittest\nunittest.TestCase().assertEqual(f(7), 14)",
+    ]
     program = vandal(outside) + ATTACKS[attack]
     results = pool.run([code.CodeJob.mbpp(program, [t]) for t in tests])
     for test, result in zip(tests, results):
@@ -601,20 +637,27 @@ def test_attacks_do_not_pass(pool, outside, attack):
 
 def test_modules_the_tests_borrow_from_the_program_are_the_real_ones(pool):
     tests = ["assert math.isclose(f(5), 10.0)"]  # MBPP style: relies on the program's `import math`
-    honest, fake_module, fake_function = pool.run([
-        code.CodeJob.mbpp("import math\n" + DOUBLE, tests),
-        code.CodeJob.mbpp("class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef f(x):\n    return 0\n",
-                          tests),
-        code.CodeJob.mbpp("import math\nmath.isclose = lambda *a, **k: True\ndef f(x):\n    return 0\n", tests)])
+    honest, fake_module, fake_function = pool.run(
+        [
+            code.CodeJob.mbpp("import math\n" + DOUBLE, tests),
+            code.CodeJob.mbpp(
+                "class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef f(x):\n    return 0\n", tests
+            ),
+            code.CodeJob.mbpp("import math\nmath.isclose = lambda *a, **k: True\ndef f(x):\n    return 0\n", tests),
+        ]
+    )
     assert honest.passed, honest.error
     assert not fake_module.passed and not fake_function.passed
 
 
 def test_fallback_tier_verdicts_and_files(fallback_pool, outside):
-    good, wrong, cheat = fallback_pool.run([
-        code.CodeJob.mbpp(vandal(outside) + DOUBLE, MBPP_TESTS),
-        code.CodeJob.mbpp("def f(x):\n    return x\n", MBPP_TESTS),
-        code.CodeJob.mbpp(vandal(outside) + ATTACKS["walk frames and the garbage collector"], MBPP_TESTS)])
+    good, wrong, cheat = fallback_pool.run(
+        [
+            code.CodeJob.mbpp(vandal(outside) + DOUBLE, MBPP_TESTS),
+            code.CodeJob.mbpp("def f(x):\n    return x\n", MBPP_TESTS),
+            code.CodeJob.mbpp(vandal(outside) + ATTACKS["walk frames and the garbage collector"], MBPP_TESTS),
+        ]
+    )
     assert good.passed and not wrong.passed and not cheat.passed
     assert "process-tree" in good.isolation
     assert_untouched(outside, namespaces=False)

@@ -305,7 +305,8 @@ def test_symbolic_time_limit(warm_sympy):
 def test_symbolic_time_limit_off_the_main_thread(warm_sympy):
     results = []
     thread = threading.Thread(
-        target=lambda: results.append(grader.is_equivalent(*_SLOW_FOR_SYMPY, timeout_s=_SHORT_LIMIT_S)))
+        target=lambda: results.append(grader.is_equivalent(*_SLOW_FOR_SYMPY, timeout_s=_SHORT_LIMIT_S))
+    )
     start = time.monotonic()
     thread.start()
     thread.join(timeout=5.0)

@@ -59,9 +59,15 @@ def test_runlocal_runs_the_real_path(name, tmp_path, capsys):
     assert list(real_reward([reference_solution(ex) for ex in examples], examples)) == [1.0, 1.0]
     assert list(real_reward(["no answer here"] * 2, examples)) == [0.0, 0.0]
 
-    lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "train/reward/t2" in x] == [1, 2]
     assert any("eval/acc_t2" in x for x in lines)
     assert sorted(s for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == ["1", "2"]
-    assert set(json.load(open(tmp_path / "eval.json"))) >= {"acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i"}
+    assert set(json.loads((tmp_path / "eval.json").read_text())) >= {
+        "acc_t1",
+        "acc_t2",
+        "delta",
+        "delta_i2c",
+        "delta_c2i",
+    }
     assert "| method | Acc@t1 | Acc@t2 |" in capsys.readouterr().out

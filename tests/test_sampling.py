@@ -28,12 +28,12 @@ def _prompts(lengths, seed=0):
 def _greedy_reference(params, prompt, steps, width=32):
     """Greedy continuation by full forwards (no cache) over a right-padded buffer of `width`."""
     seq = np.zeros((1, width), np.int32)
-    seq[0, :len(prompt)] = prompt
+    seq[0, : len(prompt)] = prompt
     positions = jnp.arange(width)[None]
     for n in range(len(prompt), len(prompt) + steps):
         logits = forward(CONFIG, params, jnp.asarray(seq), positions, jnp.asarray(np.arange(width) < n)[None])
         seq[0, n] = int(jnp.argmax(logits[0, n - 1]))
-    return seq[0, len(prompt):len(prompt) + steps].tolist()
+    return seq[0, len(prompt) : len(prompt) + steps].tolist()
 
 
 def test_greedy_matches_uncached_forward_and_logprobs(params):
@@ -43,7 +43,7 @@ def test_greedy_matches_uncached_forward_and_logprobs(params):
         assert gen.tokens[i].tolist() == _greedy_reference(params, p, GREEDY.max_new_tokens)
         seq = jnp.asarray([p + gen.tokens[i].tolist() + [0] * (32 - len(p) - GREEDY.max_new_tokens)])
         logits = forward(CONFIG, params, seq, jnp.arange(32)[None], jnp.ones_like(seq, bool))
-        logp = jax.nn.log_softmax(logits[0, len(p) - 1:len(p) - 1 + GREEDY.max_new_tokens])
+        logp = jax.nn.log_softmax(logits[0, len(p) - 1 : len(p) - 1 + GREEDY.max_new_tokens])
         want = np.take_along_axis(np.asarray(logp), gen.tokens[i][:, None], axis=1)[:, 0]
         np.testing.assert_allclose(gen.logprobs[i], want, atol=1e-4)
     assert gen.mask.all() and gen.truncated.all() and (gen.lengths == GREEDY.max_new_tokens).all()
@@ -53,8 +53,7 @@ def test_greedy_matches_uncached_forward_and_logprobs(params):
 def test_attention_windows_do_not_change_results(params):
     prompts = _prompts([3, 9, 14, 16])
     whole = sampling.Sampler(CONFIG).generate(params, prompts, GREEDY, jax.random.key(0))
-    windowed = sampling.Sampler(CONFIG).generate(params, prompts, GREEDY.replace(attention_block=12),
-                                                 jax.random.key(0))
+    windowed = sampling.Sampler(CONFIG).generate(params, prompts, GREEDY.replace(attention_block=12), jax.random.key(0))
     np.testing.assert_array_equal(whole.tokens, windowed.tokens)
     np.testing.assert_allclose(whole.logprobs, windowed.logprobs, atol=1e-5)
 
@@ -69,8 +68,9 @@ def test_prefill_in_sub_chunks_equals_one_pass(params):
     for sub_chunk in (None, 4):
         for last_col in (15, 6):  # the last column, and one inside an earlier sub-chunk
             cache = sampler.new_cache(4, 24)
-            logits, cache = sampler.prefill(params, cache, tokens, positions, valid, last_col=last_col,
-                                            sub_chunk=sub_chunk)
+            logits, cache = sampler.prefill(
+                params, cache, tokens, positions, valid, last_col=last_col, sub_chunk=sub_chunk
+            )
             out[sub_chunk, last_col] = (np.asarray(logits), jax.tree.map(np.asarray, cache))
     for last_col in (15, 6):
         (whole, whole_cache), (chunked, chunked_cache) = out[None, last_col], out[4, last_col]
@@ -110,8 +110,8 @@ def test_stop_tokens_masks_and_truncation(params):
         else:
             assert gen.lengths[i] == GREEDY.max_new_tokens and gen.truncated[i]
         np.testing.assert_array_equal(gen.mask[i], np.arange(GREEDY.max_new_tokens) < gen.lengths[i])
-        assert (gen.tokens[i, gen.lengths[i]:] == GREEDY.pad_id).all()
-        assert (gen.logprobs[i, gen.lengths[i]:] == 0).all()
+        assert (gen.tokens[i, gen.lengths[i] :] == GREEDY.pad_id).all()
+        assert (gen.logprobs[i, gen.lengths[i] :] == 0).all()
     assert gen.lengths[0] <= 4
     assert gen.steps == gen.lengths.max()  # the loop stops once every row is done
 
@@ -134,14 +134,16 @@ def test_sharded_equals_unsharded(params):
     want = sampling.Sampler(CONFIG).generate(params, prompts, GREEDY, jax.random.key(0))
     sharded = sampling.Sampler(CONFIG, mesh=mesh, rules=rules)
     # The sharded run prefills its 16-token prompts 4 tokens at a time (a scan over sub-chunks).
-    got = sharded.generate(init_params(CONFIG, jax.random.key(0), mesh, rules), prompts,
-                           GREEDY.replace(prefill_chunk=4), jax.random.key(0))
+    got = sharded.generate(
+        init_params(CONFIG, jax.random.key(0), mesh, rules), prompts, GREEDY.replace(prefill_chunk=4), jax.random.key(0)
+    )
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-4)
     cache = sharded.new_cache(8, 24)
     ctx = sharding.ShardingContext(mesh, sharding.resolve_rules(rules))
-    assert cache.k.sharding.is_equivalent_to(ctx.sharding(
-        ("layers", "batch", "kv_heads", "cache_length", "head_dim"), cache.k.shape), cache.k.ndim)
+    assert cache.k.sharding.is_equivalent_to(
+        ctx.sharding(("layers", "batch", "kv_heads", "cache_length", "head_dim"), cache.k.shape), cache.k.ndim
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,12 +201,16 @@ def _chi2_pvalue(tokens, law):
 SAMPLE = sampling.SamplingConfig(max_new_tokens=64, temperature=1.0, length_buckets=(8,), attention_block=None)
 
 
-@pytest.mark.parametrize("settings", [
-    SAMPLE,
-    SAMPLE.replace(top_k=5),
-    SAMPLE.replace(top_p=0.5),
-    SAMPLE.replace(top_k=20, top_p=0.4, temperature=0.7),
-], ids=["t1", "top_k", "top_p", "combined"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SAMPLE,
+        SAMPLE.replace(top_k=5),
+        SAMPLE.replace(top_p=0.5),
+        SAMPLE.replace(top_k=20, top_p=0.4, temperature=0.7),
+    ],
+    ids=["t1", "top_k", "top_p", "combined"],
+)
 def test_sampling_follows_the_law(known_params, settings):
     tokens, logprobs = _draw(known_params, settings)  # 4096 draws
     law = _law(TARGET / settings.temperature, settings.top_k, settings.top_p)
@@ -229,9 +235,20 @@ def test_greedy_matches_transformers_generate(tmp_path):
 
     torch.manual_seed(0)
     hf_config = transformers.LlamaConfig(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10_000.0,
-        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        rope_theta=10_000.0,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     model = transformers.LlamaForCausalLM(hf_config).eval()
     model.save_pretrained(tmp_path)
     config, params = load_hf_checkpoint(str(tmp_path))
@@ -242,11 +259,18 @@ def test_greedy_matches_transformers_generate(tmp_path):
     ids = torch.zeros((len(prompts), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=steps,
-                             min_new_tokens=steps, eos_token_id=None, pad_token_id=0)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
     want = out[:, width:].numpy()
 
     settings = GREEDY.replace(max_new_tokens=steps)

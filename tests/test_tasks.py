@@ -19,6 +19,7 @@ def _as_process(monkeypatch, index, calls, fail_on_zero=False):
         return "task"
 
     monkeypatch.setattr(tasks, "build_task", build)
+
     def any_process(flag):
         calls.append("exchange")
         return flag or fail_on_zero

@@ -1,8 +1,8 @@
 """Tokenizers: round trips, special tokens, and chat templates token-exact with transformers."""
 
+import hf_fixtures as fx
 import pytest
 
-import hf_fixtures as fx
 from score_jax import tokenizer as tk
 
 TEXTS = ["What is 2 + 3?", "Let me check my work again:\n  x = 3, so 3x + 1 = 10.", "héllo wörld ∑ 🙂", ""]
@@ -72,8 +72,10 @@ def _ours_and_theirs(tokenizers_dir, style, family):
     return tk.template_for_checkpoint(str(root / style), family), toks, hf[style]
 
 
-@pytest.mark.parametrize("style,family", [("llama3", "llama"), ("llama31", "llama"), ("gemma", "gemma"),
-                                          ("gemma", "gemma2"), ("qwen2", "qwen2")])
+@pytest.mark.parametrize(
+    "style,family",
+    [("llama3", "llama"), ("llama31", "llama"), ("gemma", "gemma"), ("gemma", "gemma2"), ("qwen2", "qwen2")],
+)
 def test_chat_template_matches_apply_chat_template(tokenizers_dir, style, family):
     template, toks, hf = _ours_and_theirs(tokenizers_dir, style, family)
     for tok in toks:
@@ -105,7 +107,8 @@ def test_qwen2_template_inserts_default_system_turn(tokenizers_dir):
     template = tk.template_for_family("qwen2")
     assert tok.bos_id is None and not template.add_bos
     assert tok.decode(template.prompt(tok, "hi")).startswith(
-        "system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\nuser\nhi")
+        "system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\nuser\nhi"
+    )
 
 
 def test_llama31_checkpoints_get_the_dated_system_turn(tokenizers_dir, tmp_path):

@@ -98,7 +98,7 @@ def test_end_to_end_stage1_then_stage2_on_8_device_mesh(tmp_path, capsys):
     config.log_every_steps = 1
     result = train.run(config, str(tmp_path))
     assert set(result.eval_metrics) >= {"acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i"}
-    lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "train/reward/t2" in x] == [1, 2, 3, 4]
     assert any("eval/acc_t2" in x for x in lines)
     assert [x["train/stage"] for x in lines if "train/stage" in x] == [0, 0, 1, 1]
@@ -118,8 +118,9 @@ def _final_params(workdir, step):
     from score_jax.rl import train_step
 
     state = train_step.init_train_state(setup.params, train_step.make_optimizer(1e-3, 1, 2))
-    got_step, state, extra = manager.restore_from_path(str(workdir / "checkpoints"), manager.abstract_like(state),
-                                                       step=step)
+    got_step, state, extra = manager.restore_from_path(
+        str(workdir / "checkpoints"), manager.abstract_like(state), step=step
+    )
     assert got_step == step
     return jax.tree.map(np.asarray, state.params), extra
 
@@ -130,8 +131,12 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
 
     worker = os.path.join(os.path.dirname(__file__), "train_worker.py")
     steps = 4
-    killed = subprocess.run([sys.executable, worker, str(tmp_path / "a"), str(steps), str(steps // 2)],
-                            capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, worker, str(tmp_path / "a"), str(steps), str(steps // 2)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "a" / "eval.json").exists()
     for args in ([str(tmp_path / "a"), str(steps)], [str(tmp_path / "b"), str(steps)]):

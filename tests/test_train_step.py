@@ -31,7 +31,9 @@ def _batch(config, seed=0):
     masks[:, 0, 8:14] = 1.0
     masks[:, 1, 16:T] = 1.0
     return {
-        "tokens": jnp.asarray(tokens), "positions": jnp.asarray(positions), "valid": jnp.asarray(valid),
+        "tokens": jnp.asarray(tokens),
+        "positions": jnp.asarray(positions),
+        "valid": jnp.asarray(valid),
         "attempt_masks": jnp.asarray(masks),
         "advantages": jnp.asarray(rng.normal(size=(B, K)).astype(np.float32)),
     }
@@ -61,16 +63,21 @@ def test_score_fn_chunks_like_token_logprobs():
     config = CONFIGS["tied_softcap"]
     params, b = _params(config), _batch(config)
     args = (b["tokens"], b["positions"], b["valid"])
-    np.testing.assert_allclose(step_lib.make_score_fn(config, logits_chunk_tokens=13)(params, *args),
-                               step_lib.make_score_fn(config)(params, *args), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        step_lib.make_score_fn(config, logits_chunk_tokens=13)(params, *args),
+        step_lib.make_score_fn(config)(params, *args),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_negative_chunk_is_rejected():
     config = CONFIGS["llama"]
     b = _batch(config)
     with pytest.raises(ValueError, match="logits_chunk_tokens"):
-        step_lib.token_logprobs(config, _params(config), b["tokens"], b["positions"], b["valid"],
-                                logits_chunk_tokens=-1)
+        step_lib.token_logprobs(
+            config, _params(config), b["tokens"], b["positions"], b["valid"], logits_chunk_tokens=-1
+        )
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -81,8 +88,9 @@ def test_gradient_through_chunked_logprobs_matches_full_logits(name):
     weights = b["attempt_masks"].sum(1) * jnp.linspace(-1.0, 2.0, T) / (B * T)
 
     def loss(p, chunk):
-        logp, ent = step_lib.token_logprobs(config, p, b["tokens"], b["positions"], b["valid"], with_entropy=True,
-                                            logits_chunk_tokens=chunk)
+        logp, ent = step_lib.token_logprobs(
+            config, p, b["tokens"], b["positions"], b["valid"], with_entropy=True, logits_chunk_tokens=chunk
+        )
         return jnp.sum(weights * logp) + 0.1 * jnp.mean(ent)
 
     full = jax.jit(jax.grad(lambda p: loss(p, 0)))(params)
@@ -96,8 +104,15 @@ def _step(config, params, ref_params, batch, chunk, num_microbatches, shardings=
     # lr * sign(g), would turn rounding noise on near-zero gradients into lr-sized differences).
     tx = optax.sgd(1.0)
     state = step_lib.init_train_state(params, tx)
-    fn = step_lib.make_train_step(config, config, tx, kl_estimator="k3", num_microbatches=num_microbatches,
-                                  logits_chunk_tokens=chunk, **(shardings or {}))
+    fn = step_lib.make_train_step(
+        config,
+        config,
+        tx,
+        kl_estimator="k3",
+        num_microbatches=num_microbatches,
+        logits_chunk_tokens=chunk,
+        **(shardings or {}),
+    )
     return fn(state, ref_params, batch, jnp.asarray([0.1, 0.05], jnp.float32))
 
 

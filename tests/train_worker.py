@@ -1,6 +1,6 @@
 """Runs the tiny trainer in a child process; optionally SIGKILLs itself after a given step.
 
-    python tests/train_worker.py WORKDIR TOTAL_STEPS [KILL_AFTER_STEP]
+python tests/train_worker.py WORKDIR TOTAL_STEPS [KILL_AFTER_STEP]
 """
 
 import os

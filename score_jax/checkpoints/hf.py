@@ -57,8 +57,14 @@ _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, 
 _DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 INDEX_FILE = "model.safetensors.index.json"
 # Non-weight files copied from `source_dir` on export (tokenizer, generation defaults).
-_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-               "generation_config.json", "chat_template.jinja")
+_SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 
 
 class HFCheckpointError(ValueError):
@@ -79,7 +85,8 @@ def _family(hf: dict) -> str:
             return by_arch[arch]
     raise HFCheckpointError(
         f"unsupported architecture: model_type={model_type!r}, architectures={hf.get('architectures')!r}; "
-        f"supported model types: {sorted(ARCHITECTURES)} ({sorted(ARCHITECTURES.values())})")
+        f"supported model types: {sorted(ARCHITECTURES)} ({sorted(ARCHITECTURES.values())})"
+    )
 
 
 def _required(hf: dict, key: str):
@@ -103,8 +110,12 @@ def _rope(hf: dict) -> tuple[float, tuple[float, float, float, int] | None]:
         return theta, None
     if rope_type == "llama3":
         try:
-            scaling = (float(params["factor"]), float(params["low_freq_factor"]), float(params["high_freq_factor"]),
-                       int(params["original_max_position_embeddings"]))
+            scaling = (
+                float(params["factor"]),
+                float(params["low_freq_factor"]),
+                float(params["high_freq_factor"]),
+                int(params["original_max_position_embeddings"]),
+            )
         except KeyError as e:
             raise HFCheckpointError(f"llama3 RoPE scaling {params} lacks {e.args[0]!r}") from None
         return theta, scaling
@@ -137,7 +148,8 @@ def _sliding_window(hf: dict, family: str, num_layers: int) -> tuple[int | None,
             return int(window), pattern
     raise HFCheckpointError(
         f"local layers {[i for i, x in enumerate(local) if x]} do not follow a 'every n-th layer is global' "
-        "pattern, the only one score_jax supports")
+        "pattern, the only one score_jax supports"
+    )
 
 
 def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
@@ -166,7 +178,9 @@ def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
     if hf.get("mlp_bias"):
         raise HFCheckpointError("mlp_bias=true is not supported (score_jax MLPs have no biases)")
     if family != "qwen2" and hf.get("attention_bias"):
-        raise HFCheckpointError(f"attention_bias=true is not supported for {family} (it adds an output-projection bias)")
+        raise HFCheckpointError(
+            f"attention_bias=true is not supported for {family} (it adds an output-projection bias)"
+        )
     rope_theta, llama3_scaling = _rope(hf)
     window, pattern = _sliding_window(hf, family, num_layers)
     gemma2 = family == "gemma2"
@@ -224,8 +238,13 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
     rope = {"rope_type": "default", "rope_theta": c.rope_theta}
     if c.rope_llama3_scaling is not None:
         factor, low, high, original = c.rope_llama3_scaling
-        rope.update(rope_type="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high,
-                    original_max_position_embeddings=original)
+        rope.update(
+            rope_type="llama3",
+            factor=factor,
+            low_freq_factor=low,
+            high_freq_factor=high,
+            original_max_position_embeddings=original,
+        )
     dtype = dtype or c.param_dtype
     hf = dict(base or {})
     hf.update(
@@ -253,8 +272,12 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
     if c.family == "llama":
         hf.update(attention_bias=False, mlp_bias=False)
     if c.family == "qwen2":
-        hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=c.num_layers,
-                  layer_types=["full_attention"] * c.num_layers)
+        hf.update(
+            use_sliding_window=False,
+            sliding_window=None,
+            max_window_layers=c.num_layers,
+            layer_types=["full_attention"] * c.num_layers,
+        )
     if c.family == "gemma2":
         hf.update(
             query_pre_attn_scalar=c.query_pre_attn_scalar or c.head_dim,
@@ -268,7 +291,8 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
     if differ:
         raise HFCheckpointError(
             f"transformers' {ARCHITECTURES[c.family]} cannot express these ModelConfig fields "
-            f"(ours, as written): {differ}")
+            f"(ours, as written): {differ}"
+        )
     return hf
 
 
@@ -292,7 +316,7 @@ class _Tensor:
         if self.kind == "flat":
             return (math.prod(shape),)
         if self.kind == "linear":
-            return (math.prod(shape[self.in_axes:]), math.prod(shape[:self.in_axes]))
+            return (math.prod(shape[self.in_axes :]), math.prod(shape[: self.in_axes]))
         return tuple(shape)
 
     def to_ours(self, x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -358,8 +382,10 @@ def _abstract_leaves(config: ModelConfig) -> dict[tuple[str, ...], jax.ShapeDtyp
     leaves = _leaves(nn.meta.unbox(transformer.abstract_params(config)))
     layout = tensor_layout(config)
     if set(leaves) != set(layout):  # the model grew a parameter this module does not know
-        raise RuntimeError(f"tensor_layout out of date: model-only {sorted(set(leaves) - set(layout))}, "
-                           f"layout-only {sorted(set(layout) - set(leaves))}")
+        raise RuntimeError(
+            f"tensor_layout out of date: model-only {sorted(set(leaves) - set(layout))}, "
+            f"layout-only {sorted(set(layout) - set(leaves))}"
+        )
     return leaves
 
 
@@ -407,12 +433,13 @@ class _SafetensorsDir:
             except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError and OSError
                 raise HFCheckpointError(f"{path} is not a readable safetensors file: {e}") from e
             self._handles[path] = handle
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 - a safetensors handle is not a mapping
                 if key in self._file_of:
                     raise HFCheckpointError(f"tensor {key!r} is in both {self._file_of[key]} and {path}")
                 if weight_map is not None and weight_map.get(key) != name:
-                    raise HFCheckpointError(f"tensor {key!r} is in {path} but {INDEX_FILE} maps it to "
-                                          f"{weight_map.get(key)!r}")
+                    raise HFCheckpointError(
+                        f"tensor {key!r} is in {path} but {INDEX_FILE} maps it to {weight_map.get(key)!r}"
+                    )
                 self._file_of[key] = path
         if weight_map is not None:
             absent = set(weight_map) - set(self._file_of)
@@ -458,22 +485,30 @@ def _read_raw(path: str, name: str) -> np.ndarray:
 def _check_tensors(files: _SafetensorsDir, config: ModelConfig, leaves: dict) -> None:
     """Fails, before reading any data, on missing, unexpected, mis-shaped or non-float tensors."""
     layout = tensor_layout(config)
-    expected = {t.name: t.hf_shape(_per_tensor_shape(path, leaves[path].shape, config))
-                for path, ts in layout.items() for t in ts}
+    expected = {
+        t.name: t.hf_shape(_per_tensor_shape(path, leaves[path].shape, config))
+        for path, ts in layout.items()
+        for t in ts
+    }
     present = {n for n in files.names() if not n.endswith("rotary_emb.inv_freq")}  # a buffer older exports kept
     missing, unexpected = set(expected) - present, present - set(expected)
     problems = []
     if missing:
         problems.append(f"lacks {len(missing)} tensors the {config.family} config needs: {_listing(missing)}")
     if unexpected:
-        hint = " (lm_head.weight with tie_word_embeddings=true: untie the config)" if "lm_head.weight" in unexpected \
+        hint = (
+            " (lm_head.weight with tie_word_embeddings=true: untie the config)"
+            if "lm_head.weight" in unexpected
             else ""
-        problems.append(f"has {len(unexpected)} tensors the {config.family} config does not use: "
-                        f"{_listing(unexpected)}{hint}")
+        )
+        problems.append(
+            f"has {len(unexpected)} tensors the {config.family} config does not use: {_listing(unexpected)}{hint}"
+        )
     if problems:
         raise HFCheckpointError("checkpoint " + "; and ".join(problems))
-    wrong = [f"{n}: expected {list(s)}, found {list(files.shape(n))}" for n, s in expected.items()
-             if files.shape(n) != s]
+    wrong = [
+        f"{n}: expected {list(s)}, found {list(files.shape(n))}" for n, s in expected.items() if files.shape(n) != s
+    ]
     if wrong:
         raise HFCheckpointError(f"{len(wrong)} tensors have the wrong shape for config.json: {_listing(wrong)}")
     not_float = [f"{n}: {files.dtype(n)}" for n in expected if files.dtype(n) not in _SAFETENSORS_DTYPES]
@@ -546,8 +581,9 @@ def load_hf_checkpoint(path: str, mesh=None, rules="fsdp", **overrides) -> tuple
 
             if config.scan_layers and leaf_path[0] == "layers":
                 sharding = shardings[leaf_path]
-                stacked = jax.jit(functools.partial(jnp.zeros, leaves[leaf_path].shape, dtype),
-                                  out_shardings=sharding)()
+                stacked = jax.jit(
+                    functools.partial(jnp.zeros, leaves[leaf_path].shape, dtype), out_shardings=sharding
+                )()
                 write, layer_sharding = _layer_writer(sharding), _without_leading_axis(sharding)
                 for i, t in enumerate(tensors):
                     stacked = write(stacked, _put(host(t), layer_sharding), i)
@@ -619,8 +655,15 @@ def _replacing_directory(path: str) -> Iterator[str]:
         os.rename(tmp, path)
 
 
-def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: str | None = None,
-                       max_shard_bytes: int = 2 << 30, source_dir: str | None = None) -> None:
+def save_hf_checkpoint(
+    config: ModelConfig,
+    params: Any,
+    path: str,
+    *,
+    dtype: str | None = None,
+    max_shard_bytes: int = 2 << 30,
+    source_dir: str | None = None,
+) -> None:
     """Writes `params` as a transformers checkpoint directory that ``from_pretrained`` loads.
 
     Tensors are gathered and written one at a time; files over `max_shard_bytes` are split as
@@ -653,10 +696,15 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: st
     leaves = _abstract_leaves(config)
     given = _leaves(params)
     if set(given) != set(leaves):
-        raise HFCheckpointError(f"params do not match the config: missing {_listing(set(leaves) - set(given))}; "
-                              f"unexpected {_listing(set(given) - set(leaves))}")
-    wrong = [f"{'/'.join(p)}: {list(np.shape(given[p]))} != {list(s.shape)}" for p, s in leaves.items()
-             if tuple(np.shape(given[p])) != tuple(s.shape)]
+        raise HFCheckpointError(
+            f"params do not match the config: missing {_listing(set(leaves) - set(given))}; "
+            f"unexpected {_listing(set(given) - set(leaves))}"
+        )
+    wrong = [
+        f"{'/'.join(p)}: {list(np.shape(given[p]))} != {list(s.shape)}"
+        for p, s in leaves.items()
+        if tuple(np.shape(given[p])) != tuple(s.shape)
+    ]
     if wrong:
         raise HFCheckpointError(f"params have the wrong shapes for the config: {_listing(wrong)}")
 
@@ -685,8 +733,11 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: st
             size = 0
         files[-1].append(entry)
         size += nbytes
-    names = (["model.safetensors"] if len(files) == 1 else
-             [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))])
+    names = (
+        ["model.safetensors"]
+        if len(files) == 1
+        else [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+    )
 
     writer = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
@@ -702,8 +753,10 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str, *, dtype: st
                 json.dump(hf, f, indent=2, sort_keys=True)
             if len(files) > 1:
                 total = sum(math.prod(e[2]) * itemsize for e in plan)
-                index = {"metadata": {"total_size": total},
-                         "weight_map": {e[0]: n for n, entries in zip(names, files, strict=True) for e in entries}}
+                index = {
+                    "metadata": {"total_size": total},
+                    "weight_map": {e[0]: n for n, entries in zip(names, files, strict=True) for e in entries},
+                }
                 with open(os.path.join(out, INDEX_FILE), "w") as f:
                     json.dump(index, f, indent=2, sort_keys=True)
             for name in _SIDE_FILES if source_dir is not None else ():

@@ -30,8 +30,7 @@ class CheckpointRestoreError(RuntimeError):
 
 def abstract_like(tree: Any) -> Any:
     """ShapeDtypeStructs (with shardings) to restore `tree`'s structure in place."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-                        tree)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
 
 
 class Checkpointer:
@@ -39,12 +38,14 @@ class Checkpointer:
 
     def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
         self.directory = str(_resolve(directory))
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
-                                               create=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
+        )
         self._latest = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
         best_options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=async_save, create=True)
-        self._best = ocp.CheckpointManager(os.path.join(self.directory, "best"), options=best_options,
-                                           item_names=_ITEMS)
+        self._best = ocp.CheckpointManager(
+            os.path.join(self.directory, "best"), options=best_options, item_names=_ITEMS
+        )
         self.best_metric: float | None = None
 
     def save(self, step: int, state: Any, extra: dict, force: bool = False) -> None:
@@ -74,8 +75,13 @@ class Checkpointer:
             try:
                 restored = self._latest.restore(step, args=_restore_args(abstract_state))
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint falls back
-                log.warning("checkpoint at step %d in %s is unreadable (%s: %s); falling back to the previous one",
-                            step, self.directory, type(err).__name__, str(err)[:300])
+                log.warning(
+                    "checkpoint at step %d in %s is unreadable (%s: %s); falling back to the previous one",
+                    step,
+                    self.directory,
+                    type(err).__name__,
+                    str(err)[:300],
+                )
                 continue
             return step, restored.state, dict(restored.extra)
         return None
@@ -101,13 +107,16 @@ def restore_from_path(path: str, abstract_state: Any, step: int | None = None) -
         raise CheckpointRestoreError(f"checkpoint path {path} does not exist")
     if step is None and path.name.isdigit() and (path / "state").is_dir():
         path, step = path.parent, int(path.name)
-    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-                                    item_names=_ITEMS)
+    manager = ocp.CheckpointManager(
+        path, options=ocp.CheckpointManagerOptions(create=False, read_only=True), item_names=_ITEMS
+    )
     steps = sorted(manager.all_steps(), reverse=True)
     if step is not None:
         steps = [step] if step in steps else []
     if not steps:
-        raise CheckpointRestoreError(f"no checkpoint steps found in {path}" + (f" (asked for step {step})" if step else ""))
+        raise CheckpointRestoreError(
+            f"no checkpoint steps found in {path}" + (f" (asked for step {step})" if step else "")
+        )
     errors = []
     for s in steps:
         try:

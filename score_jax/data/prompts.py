@@ -118,9 +118,7 @@ def get_preset(name: str, task: str, *, shots: Iterable[Example] | None = None) 
       ValueError: an unknown pair, MBPP without its prompt split, or shots for another task.
     """
     if (name, task) not in _PRESETS:
-        raise ValueError(
-            f"No prompt preset {name!r} for task {task!r}; have {sorted(_PRESETS)}."
-        )
+        raise ValueError(f"No prompt preset {name!r} for task {task!r}; have {sorted(_PRESETS)}.")
     render, correction = _PRESETS[name, task]
     if task != "mbpp":
         if shots is not None:
@@ -138,6 +136,4 @@ def get_preset(name: str, task: str, *, shots: Iterable[Example] | None = None) 
             f"MBPP shots need task_ids {MBPP_SHOT_TASK_IDS} of the prompt split; missing {missing} "
             f"(given {sorted(by_id)})."
         )
-    return PromptPreset(
-        name, task, correction, render, tuple(by_id[i] for i in MBPP_SHOT_TASK_IDS)
-    )
+    return PromptPreset(name, task, correction, render, tuple(by_id[i] for i in MBPP_SHOT_TASK_IDS))

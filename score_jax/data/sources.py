@@ -24,9 +24,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
 }
 
 # Our builders share names with TFDS's own (e.g. `mbpp`) but not features: keep them apart.
-DEFAULT_DATA_DIR = os.environ.get(
-    "SCORE_JAX_DATA_DIR", str(pathlib.Path("~/.cache/score_jax/datasets").expanduser())
-)
+DEFAULT_DATA_DIR = os.environ.get("SCORE_JAX_DATA_DIR", str(pathlib.Path("~/.cache/score_jax/datasets").expanduser()))
 
 
 class Source(Sequence):
@@ -60,9 +58,7 @@ def builder(
     configs = [c.name for c in cls.BUILDER_CONFIGS]
     if config is not None and config not in configs:
         raise ValueError(f"Dataset {name!r} has no config {config!r}; choose from {configs}.")
-    return cls(
-        config=config, data_dir=os.fspath(data_dir or DEFAULT_DATA_DIR), file_format="array_record"
-    )
+    return cls(config=config, data_dir=os.fspath(data_dir or DEFAULT_DATA_DIR), file_format="array_record")
 
 
 def load(
@@ -97,9 +93,7 @@ def load(
     splits = list(dataset.info.splits)
     if split not in splits:
         raise ValueError(f"{name}/{dataset.builder_config.name} has no split {split!r}: {splits}.")
-    return Source(
-        dataset.as_data_source(split=split), f"{name}/{dataset.builder_config.name}:{split}"
-    )
+    return Source(dataset.as_data_source(split=split), f"{name}/{dataset.builder_config.name}:{split}")
 
 
 def _to_python(value: Any) -> Any:

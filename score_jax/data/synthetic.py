@@ -3,8 +3,9 @@
 A problem reads "3x+4=2 mod 7" (or, with two x terms, "3x+5x+2=1 mod 13"); the answer is the one
 x in [0, p) that satisfies it, written "x=5". Producing x takes a modular inverse, checking it
 takes one substitution: a second attempt can verify the first and, when it fails, try again,
-which is the behaviour SCoRe teaches (the paper's section 4: a base model that rarely revises is what SCoRe must change). Texts stay under 24 characters
-so that a tiny character-level transformer learns the task in minutes.
+which is the behaviour SCoRe teaches (the paper's section 4: a base model that rarely revises
+is what SCoRe must change). Texts stay under 24 characters so that a tiny character-level
+transformer learns the task in minutes.
 
 Difficulty sets the primes and the number of x terms; `easy` has few enough distinct problems
 (394) that its splits are small. This module generates problems; their text format, solver and
@@ -21,6 +22,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from score_jax.data import files
 from score_jax.rewards.synthetic import format_problem, solve
 
 
@@ -55,9 +57,7 @@ def _problem_space(
                     yield p, coefficients, constant, rhs
 
 
-def generate_synthetic(
-    num: int, seed: int, difficulty: str | SyntheticDifficulty
-) -> list[dict[str, Any]]:
+def generate_synthetic(num: int, seed: int, difficulty: str | SyntheticDifficulty) -> list[dict[str, Any]]:
     """`num` distinct problems drawn uniformly from the difficulty's space, the same for a seed.
 
     Args:
@@ -74,9 +74,7 @@ def generate_synthetic(
     """
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTIES:
-            raise ValueError(
-                f"Unknown difficulty {difficulty!r}; choose from {list(DIFFICULTIES)}."
-            )
+            raise ValueError(f"Unknown difficulty {difficulty!r}; choose from {list(DIFFICULTIES)}.")
         difficulty = DIFFICULTIES[difficulty]
     space = list(_problem_space(difficulty))
     if num > len(space):
@@ -99,12 +97,10 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     num_test: int = 64
 
 
-class Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Synthetic(files.ManualBuilder, skip_registration=True):
     """Modular linear equations, generated locally: no download."""
 
     name = "synthetic"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         SyntheticConfig(
             name="easy",
@@ -143,9 +139,7 @@ class Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config = self.builder_config
-        problems = generate_synthetic(
-            config.num_train + config.num_test, config.seed, config.difficulty
-        )
+        problems = generate_synthetic(config.num_train + config.num_test, config.seed, config.difficulty)
         return {
             "train": self._generate_examples(problems[: config.num_train]),
             "test": self._generate_examples(problems[config.num_train :]),

@@ -14,6 +14,17 @@ from score_jax.model.transformer import (
 )
 
 __all__ = [
-    "FAMILIES", "PRESETS", "ModelConfig", "get_preset", "KVCache", "Transformer", "abstract_params",
-    "cache_logical_axes", "forward", "init_cache", "init_params", "left_padded_positions", "param_shardings",
+    "FAMILIES",
+    "PRESETS",
+    "ModelConfig",
+    "get_preset",
+    "KVCache",
+    "Transformer",
+    "abstract_params",
+    "cache_logical_axes",
+    "forward",
+    "init_cache",
+    "init_params",
+    "left_padded_positions",
+    "param_shardings",
 ]

@@ -84,8 +84,9 @@ class RMSNorm(nn.Module):
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         init = nn.initializers.zeros if cfg.norm_scale_plus_one else nn.initializers.ones
-        scale = self.param("scale", nn.with_logical_partitioning(init, ("embed",)), (x.shape[-1],),
-                           jnp.dtype(cfg.param_dtype))
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(init, ("embed",)), (x.shape[-1],), jnp.dtype(cfg.param_dtype)
+        )
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
         if cfg.norm_scale_plus_one:
@@ -252,9 +253,12 @@ class Transformer(nn.Module):
         cfg = self.config
         self.embedding = self.param(
             "embedding",
-            nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0 if cfg.scale_embeddings else 0.02),
-                                         ("vocab", "embed")),
-            (cfg.vocab_size, cfg.d_model), jnp.dtype(cfg.param_dtype))
+            nn.with_logical_partitioning(
+                nn.initializers.normal(stddev=1.0 if cfg.scale_embeddings else 0.02), ("vocab", "embed")
+            ),
+            (cfg.vocab_size, cfg.d_model),
+            jnp.dtype(cfg.param_dtype),
+        )
         block = Block
         if cfg.remat_policy != "none":
             block = nn.remat(Block, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
@@ -272,11 +276,22 @@ class Transformer(nn.Module):
         self.final_norm = RMSNorm(cfg, name="final_norm")
         if not cfg.tie_embeddings:
             self.lm_head = self.param(
-                "lm_head", nn.with_logical_partitioning(_dense_init(cfg.d_model), ("embed", "vocab")),
-                (cfg.d_model, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
+                "lm_head",
+                nn.with_logical_partitioning(_dense_init(cfg.d_model), ("embed", "vocab")),
+                (cfg.d_model, cfg.vocab_size),
+                jnp.dtype(cfg.param_dtype),
+            )
 
-    def __call__(self, tokens: Array, positions: Array, valid: Array, cache: KVCache | None = None,
-                 *, return_hidden: bool = False, window: int | None = None):
+    def __call__(
+        self,
+        tokens: Array,
+        positions: Array,
+        valid: Array,
+        cache: KVCache | None = None,
+        *,
+        return_hidden: bool = False,
+        window: int | None = None,
+    ):
         cfg = self.config
         x = jnp.take(jnp.asarray(self.embedding, cfg.dtype), tokens, axis=0)
         if cfg.scale_embeddings:
@@ -303,8 +318,7 @@ class Transformer(nn.Module):
 
         x = self.final_norm(x)
         if cache is not None:
-            cache = KVCache(k=kv[0], v=kv[1], positions=k_positions, valid=k_valid,
-                            index=cache.index + tokens.shape[1])
+            cache = KVCache(k=kv[0], v=kv[1], positions=k_positions, valid=k_valid, index=cache.index + tokens.shape[1])
         if return_hidden:
             return x, cache
         return self.logits(x), cache

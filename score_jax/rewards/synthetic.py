@@ -24,7 +24,7 @@ def format_problem(p: int, coefficients: tuple[int, ...], constant: int, rhs: in
 
 
 def parse_problem(text: str) -> tuple[int, tuple[int, ...], int, int]:
-    """"3x+5x+2=1 mod 13" -> (p, x coefficients, constant, right-hand side) = (13, (3, 5), 2, 1).
+    """ "3x+5x+2=1 mod 13" -> (p, x coefficients, constant, right-hand side) = (13, (3, 5), 2, 1).
 
     Raises:
       ValueError: `text` is not a problem of this task.

@@ -37,13 +37,22 @@ class TrainState:
     opt_state: Any
 
 
-def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, schedule: str = "constant",
-                   b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.0,
-                   grad_clip_norm: float | None = 1.0) -> optax.GradientTransformation:
+def make_optimizer(
+    learning_rate: float,
+    warmup_steps: int,
+    total_steps: int,
+    schedule: str = "constant",
+    b1: float = 0.9,
+    b2: float = 0.999,
+    weight_decay: float = 0.0,
+    grad_clip_norm: float | None = 1.0,
+) -> optax.GradientTransformation:
     """Adam(W) with linear warmup then a constant or cosine schedule, after global-norm clipping."""
     if schedule == "constant":
-        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
-                                   optax.constant_schedule(learning_rate)], [max(warmup_steps, 1)])
+        lr = optax.join_schedules(
+            [optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)), optax.constant_schedule(learning_rate)],
+            [max(warmup_steps, 1)],
+        )
     elif schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1), max(total_steps, 2))
     else:
@@ -53,8 +62,15 @@ def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, sc
     return optax.chain(*parts)
 
 
-def token_logprobs(config: ModelConfig, params: Any, tokens: Array, positions: Array, valid: Array,
-                   with_entropy: bool = False, logits_chunk_tokens: int = 0):
+def token_logprobs(
+    config: ModelConfig,
+    params: Any,
+    tokens: Array,
+    positions: Array,
+    valid: Array,
+    with_entropy: bool = False,
+    logits_chunk_tokens: int = 0,
+):
     """log p(token[t] | tokens[<t]) for every slot, [B, T] float32 (0 at slot 0).
 
     With `with_entropy`, also the entropy [B, T] of the predictive distribution that produced
@@ -70,8 +86,9 @@ def token_logprobs(config: ModelConfig, params: Any, tokens: Array, positions: A
         raise ValueError(f"logits_chunk_tokens={logits_chunk_tokens} must be >= 0")
     if logits_chunk_tokens:
         hidden, _ = Transformer(config).apply({"params": params}, tokens, positions, valid, return_hidden=True)
-        logp, entropy = _chunked_logprobs(config, params, hidden[:, :-1], tokens[:, 1:], logits_chunk_tokens,
-                                          with_entropy)
+        logp, entropy = _chunked_logprobs(
+            config, params, hidden[:, :-1], tokens[:, 1:], logits_chunk_tokens, with_entropy
+        )
     else:
         logits, _ = Transformer(config).apply({"params": params}, tokens, positions, valid)
         logits = logits[:, :-1]
@@ -88,8 +105,7 @@ def token_logprobs(config: ModelConfig, params: Any, tokens: Array, positions: A
     return logp, jnp.pad(entropy, ((0, 0), (1, 0)))
 
 
-def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: Array, chunk: int,
-                      with_entropy: bool):
+def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: Array, chunk: int, with_entropy: bool):
     """Picked log-probs and entropies (None without `with_entropy`) [B, L] from final hidden states
     [B, L, E], `chunk` tokens at a time."""
     bsz, length, embed = hidden.shape
@@ -123,13 +139,23 @@ def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: 
     return unchunk(logp), (unchunk(entropy) if with_entropy else None)
 
 
-def _microbatch_loss(params, ref_params, mb, kl_weights, num_tokens, *, config, ref_config, kl_name, kl_in_loss,
-                     logits_chunk_tokens=0):
-    logp, entropy = token_logprobs(config, params, mb["tokens"], mb["positions"], mb["valid"], with_entropy=True,
-                                   logits_chunk_tokens=logits_chunk_tokens)
+def _microbatch_loss(
+    params, ref_params, mb, kl_weights, num_tokens, *, config, ref_config, kl_name, kl_in_loss, logits_chunk_tokens=0
+):
+    logp, entropy = token_logprobs(
+        config,
+        params,
+        mb["tokens"],
+        mb["positions"],
+        mb["valid"],
+        with_entropy=True,
+        logits_chunk_tokens=logits_chunk_tokens,
+    )
     ref_logp = jax.lax.stop_gradient(
-        token_logprobs(ref_config, ref_params, mb["tokens"], mb["positions"], mb["valid"],
-                       logits_chunk_tokens=logits_chunk_tokens))
+        token_logprobs(
+            ref_config, ref_params, mb["tokens"], mb["positions"], mb["valid"], logits_chunk_tokens=logits_chunk_tokens
+        )
+    )
     masks = mb["attempt_masks"]  # [b, K, T]
     kl_tok = estimators.kl_estimator(kl_name)(logp, ref_logp)  # [b, T]
     pg = -jnp.sum(mb["advantages"][:, :, None] * masks * logp[:, None, :])
@@ -145,9 +171,20 @@ def _microbatch_loss(params, ref_params, mb, kl_weights, num_tokens, *, config, 
     return loss / num_tokens, stats
 
 
-def train_step(state: TrainState, ref_params: Any, batch: dict, kl_weights: Array, *, config: ModelConfig,
-               ref_config: ModelConfig, tx: optax.GradientTransformation, kl_name: str, kl_in_loss: bool,
-               num_microbatches: int, logits_chunk_tokens: int = 0):
+def train_step(
+    state: TrainState,
+    ref_params: Any,
+    batch: dict,
+    kl_weights: Array,
+    *,
+    config: ModelConfig,
+    ref_config: ModelConfig,
+    tx: optax.GradientTransformation,
+    kl_name: str,
+    kl_in_loss: bool,
+    num_microbatches: int,
+    logits_chunk_tokens: int = 0,
+):
     """One policy update on a batch; see the module docstring for shapes. Returns (state, metrics).
 
     `logits_chunk_tokens`: see `token_logprobs` (0 = full logits).
@@ -157,9 +194,17 @@ def train_step(state: TrainState, ref_params: Any, batch: dict, kl_weights: Arra
         raise ValueError(f"batch of {bsz} episodes does not split into {num_microbatches} micro-batches")
     num_tokens = jnp.maximum(jnp.sum(batch["attempt_masks"]), 1.0)
     micro = jax.tree.map(lambda x: x.reshape(num_microbatches, bsz // num_microbatches, *x.shape[1:]), batch)
-    grad_fn = jax.grad(functools.partial(_microbatch_loss, config=config, ref_config=ref_config, kl_name=kl_name,
-                                         kl_in_loss=kl_in_loss, logits_chunk_tokens=logits_chunk_tokens),
-                       has_aux=True)
+    grad_fn = jax.grad(
+        functools.partial(
+            _microbatch_loss,
+            config=config,
+            ref_config=ref_config,
+            kl_name=kl_name,
+            kl_in_loss=kl_in_loss,
+            logits_chunk_tokens=logits_chunk_tokens,
+        ),
+        has_aux=True,
+    )
 
     def accumulate(carry, mb):
         grads, stats = carry
@@ -167,8 +212,10 @@ def train_step(state: TrainState, ref_params: Any, batch: dict, kl_weights: Arra
         return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, stats, s)), None
 
     k = batch["attempt_masks"].shape[1]
-    zero_stats = {"pg_loss": jnp.zeros(()), **{n: jnp.zeros((k,)) for n in
-                                                ("kl_sum", "kl_k1_sum", "entropy_sum", "tokens")}}
+    zero_stats = {
+        "pg_loss": jnp.zeros(()),
+        **{n: jnp.zeros((k,)) for n in ("kl_sum", "kl_k1_sum", "entropy_sum", "tokens")},
+    }
     zero_grads = jax.tree.map(jnp.zeros_like, state.params)
     (grads, stats), _ = jax.lax.scan(accumulate, (zero_grads, zero_stats), micro)
 
@@ -192,22 +239,42 @@ def step_flops(config: ModelConfig, batch: int, seq: int) -> float:
     return 4.0 * config.flops_per_token(seq / 2) * batch * seq
 
 
-def make_train_step(config: ModelConfig, ref_config: ModelConfig, tx: optax.GradientTransformation, *,
-                    kl_estimator: str = "k3", kl_in_loss: bool = True, num_microbatches: int = 1,
-                    state_shardings: Any = None, ref_shardings: Any = None, batch_sharding: Any = None,
-                    logits_chunk_tokens: int = 0):
+def make_train_step(
+    config: ModelConfig,
+    ref_config: ModelConfig,
+    tx: optax.GradientTransformation,
+    *,
+    kl_estimator: str = "k3",
+    kl_in_loss: bool = True,
+    num_microbatches: int = 1,
+    state_shardings: Any = None,
+    ref_shardings: Any = None,
+    batch_sharding: Any = None,
+    logits_chunk_tokens: int = 0,
+):
     """The jitted step ``(state, ref_params, batch, kl_weights) -> (state, metrics)``, state donated.
 
     `logits_chunk_tokens` > 0 computes the log-probs that many tokens at a time (see `token_logprobs`).
     """
     estimators.kl_estimator(kl_estimator)  # validate the name early
-    fn = functools.partial(train_step, config=config, ref_config=ref_config, tx=tx, kl_name=kl_estimator,
-                           kl_in_loss=kl_in_loss, num_microbatches=num_microbatches,
-                           logits_chunk_tokens=logits_chunk_tokens)
+    fn = functools.partial(
+        train_step,
+        config=config,
+        ref_config=ref_config,
+        tx=tx,
+        kl_name=kl_estimator,
+        kl_in_loss=kl_in_loss,
+        num_microbatches=num_microbatches,
+        logits_chunk_tokens=logits_chunk_tokens,
+    )
     if state_shardings is None:
         return jax.jit(fn, donate_argnums=0)
-    return jax.jit(fn, donate_argnums=0, in_shardings=(state_shardings, ref_shardings, batch_sharding, None),
-                   out_shardings=(state_shardings, None))
+    return jax.jit(
+        fn,
+        donate_argnums=0,
+        in_shardings=(state_shardings, ref_shardings, batch_sharding, None),
+        out_shardings=(state_shardings, None),
+    )
 
 
 def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:

@@ -114,6 +114,18 @@ from ._program import extract_program
 from ._values import ProgramError
 
 __all__ = [
-    "DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT_S", "STATUSES", "CodeJob", "ExecutionResult", "PreparedTests", "ProgramError",
-    "SandboxPool", "check_humaneval", "check_mbpp", "extract_program", "prepare_tests", "run_jobs", "strip_expected",
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT_S",
+    "STATUSES",
+    "CodeJob",
+    "ExecutionResult",
+    "PreparedTests",
+    "ProgramError",
+    "SandboxPool",
+    "check_humaneval",
+    "check_mbpp",
+    "extract_program",
+    "prepare_tests",
+    "run_jobs",
+    "strip_expected",
 ]

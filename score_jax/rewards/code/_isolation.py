@@ -11,7 +11,6 @@ import os
 import platform
 import struct
 
-
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 
@@ -54,21 +53,33 @@ def reap_children(block: bool = False) -> None:
 
 
 def prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
-    c_call(libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-            f"prctl({option})")
+    c_call(
+        libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+        f"prctl({option})",
+    )
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     def enc(s):
         return None if s is None else s.encode()
+
     c_call(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
 def read_only_root() -> None:
     """Every mount read-only (and nosuid), recursively, in this mount namespace."""
     attr = ctypes.create_string_buffer(struct.pack("QQQQ", _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID, 0, 0, 0), 32)
-    c_call(libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(-100), b"/", ctypes.c_uint(_AT_RECURSIVE),
-                          attr, ctypes.c_size_t(32)), "mount_setattr /")
+    c_call(
+        libc.syscall(
+            ctypes.c_long(_SYS_MOUNT_SETATTR),
+            ctypes.c_int(-100),
+            b"/",
+            ctypes.c_uint(_AT_RECURSIVE),
+            attr,
+            ctypes.c_size_t(32),
+        ),
+        "mount_setattr /",
+    )
 
 
 def set_capabilities(caps: int) -> None:
@@ -92,17 +103,28 @@ def seccomp_no_inet() -> None:
     deny, allow, kill = 0x00050000 | 13, 0x7FFF0000, 0x80000000  # ERRNO(EACCES), ALLOW, KILL_PROCESS
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
     program = [  # (code, jump if true, jump if false, k); jumps count from the next instruction
-        (ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill),  # 0-2: foreign ABI (i386 on x86_64): kill
-        (ld, 0, 0, 0), (jge, 6, 0, 0x40000000),  # 3-4: x32 syscall numbers: deny
-        (jeq, 0, 2, socket_nr), (ld, 0, 0, 16), (jeq, 4, 3, 1),  # 5-7: socket(AF_UNIX) only
-        (jeq, 2, 0, 425), (jeq, 1, 0, 426),  # 8-9: io_uring_setup, io_uring_enter: deny
-        (ret, 0, 0, allow), (ret, 0, 0, deny), (ret, 0, 0, allow)]  # 10-12
+        (ld, 0, 0, 4),
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, kill),  # 0-2: foreign ABI (i386 on x86_64): kill
+        (ld, 0, 0, 0),
+        (jge, 6, 0, 0x40000000),  # 3-4: x32 syscall numbers: deny
+        (jeq, 0, 2, socket_nr),
+        (ld, 0, 0, 16),
+        (jeq, 4, 3, 1),  # 5-7: socket(AF_UNIX) only
+        (jeq, 2, 0, 425),
+        (jeq, 1, 0, 426),  # 8-9: io_uring_setup, io_uring_enter: deny
+        (ret, 0, 0, allow),
+        (ret, 0, 0, deny),
+        (ret, 0, 0, allow),
+    ]  # 10-12
     code = b"".join(struct.pack("HBBI", *instruction) for instruction in program)
     buf = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buf))
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    c_call(libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(2), ctypes.c_char_p(fprog), ctypes.c_ulong(0),
-                        ctypes.c_ulong(0)), "seccomp")
+    c_call(
+        libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(2), ctypes.c_char_p(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+        "seccomp",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,6 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_MB = 1024
 STATUSES = ("passed", "failed", "timeout", "crashed", "memory", "output_limit", "syntax_error", "test_error")
@@ -52,16 +51,27 @@ class CodeJob:
             raise ValueError("tests must be a sequence of test sources, not one string.")
 
     @classmethod
-    def mbpp(cls, program: str, tests: Iterable[str], setup: str = "", timeout_s: float = DEFAULT_TIMEOUT_S,
-             memory_mb: int = DEFAULT_MEMORY_MB) -> CodeJob:
+    def mbpp(
+        cls,
+        program: str,
+        tests: Iterable[str],
+        setup: str = "",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+    ) -> CodeJob:
         """MBPP shape: `tests` are assert statements such as ``assert f(2) == 4``."""
         if isinstance(tests, str):
             raise ValueError(f"tests must be a list of assert statements, got one string {tests[:80]!r}.")
         return cls(program, tuple(tests), setup, timeout_s, memory_mb)
 
     @classmethod
-    def humaneval(cls, problem: Mapping[str, Any], completion: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  memory_mb: int = DEFAULT_MEMORY_MB) -> CodeJob:
+    def humaneval(
+        cls,
+        problem: Mapping[str, Any],
+        completion: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+    ) -> CodeJob:
         """HumanEval shape: the program is ``prompt + completion``; the test defines ``check(candidate)``.
 
         Helper functions the prompt defines besides the entry point (``poly``, ``encode_cyclic``)
@@ -72,8 +82,9 @@ class CodeJob:
             raise ValueError(f"HumanEval problem lacks {missing}; it needs prompt, test and entry_point.")
         entry = problem["entry_point"]
         unit = f"{problem['test']}\n\ncheck({entry})\n"
-        return cls(problem["prompt"] + completion, (unit,), _prompt_helpers(problem["prompt"], entry), timeout_s,
-                   memory_mb)
+        return cls(
+            problem["prompt"] + completion, (unit,), _prompt_helpers(problem["prompt"], entry), timeout_s, memory_mb
+        )
 
 
 def _prompt_helpers(prompt: str, entry_point: str) -> str:
@@ -82,8 +93,9 @@ def _prompt_helpers(prompt: str, entry_point: str) -> str:
         tree = ast.parse(prompt)
     except SyntaxError:
         return ""
-    tree.body = [n for n in tree.body if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                                                and n.name == entry_point)]
+    tree.body = [
+        n for n in tree.body if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point)
+    ]
     return ast.unparse(tree)
 
 

@@ -17,20 +17,32 @@ from typing import Any
 from ._jobs import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, CodeJob, ExecutionResult, read_frame, write_frame
 
 
-def check_mbpp(program: str, tests: Sequence[str], setup: str = "", timeout_s: float = DEFAULT_TIMEOUT_S,
-               memory_mb: int = DEFAULT_MEMORY_MB) -> ExecutionResult:
+def check_mbpp(
+    program: str,
+    tests: Sequence[str],
+    setup: str = "",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+) -> ExecutionResult:
     """Run `program` against MBPP asserts; passed only if every assert holds."""
     return run_jobs([CodeJob.mbpp(program, tests, setup, timeout_s, memory_mb)], max_workers=1)[0]
 
 
-def check_humaneval(problem: Mapping[str, Any], completion: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                    memory_mb: int = DEFAULT_MEMORY_MB) -> ExecutionResult:
+def check_humaneval(
+    problem: Mapping[str, Any],
+    completion: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+) -> ExecutionResult:
     """Run ``problem['prompt'] + completion`` against ``check(entry_point)``."""
     return run_jobs([CodeJob.humaneval(problem, completion, timeout_s, memory_mb)], max_workers=1)[0]
 
 
-def run_jobs(jobs: Iterable[CodeJob | tuple[str, Mapping[str, Any], str]], max_workers: int | None = None,
-             pool: SandboxPool | None = None) -> list[ExecutionResult]:
+def run_jobs(
+    jobs: Iterable[CodeJob | tuple[str, Mapping[str, Any], str]],
+    max_workers: int | None = None,
+    pool: SandboxPool | None = None,
+) -> list[ExecutionResult]:
     """Results in the order of `jobs`, run on `pool` (default: a shared pool, one worker per CPU).
 
     A job is a `CodeJob` or ``(kind, example, program)`` with kind ``"mbpp"`` (example has
@@ -93,8 +105,10 @@ class SandboxPool:
             finally:
                 self._release(worker)
 
-        threads = [threading.Thread(target=drive, daemon=True)
-                   for _ in range(min(len(jobs), max_workers or self.max_workers, self.max_workers))]
+        threads = [
+            threading.Thread(target=drive, daemon=True)
+            for _ in range(min(len(jobs), max_workers or self.max_workers, self.max_workers))
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -158,9 +172,11 @@ def _shared_pool() -> SandboxPool:
 # or -I, because the worker needs PYTHONHASHSEED from its environment (built from scratch here). The package's
 # folder is imported as a bare package `_score_sandbox` whose __init__ never runs: only _worker and the modules
 # it imports (relatively) load, never score_jax nor anything outside the standard library.
-_WORKER_BOOT = ("import sys;del sys.path[0];p=type(sys)('_score_sandbox');p.__path__=[sys.argv[1]];"
-                "sys.modules[p.__name__]=p;__import__(p.__name__+'._worker');"
-                "p._worker.sandbox_worker_main(sys.argv[2])")
+_WORKER_BOOT = (
+    "import sys;del sys.path[0];p=type(sys)('_score_sandbox');p.__path__=[sys.argv[1]];"
+    "sys.modules[p.__name__]=p;__import__(p.__name__+'._worker');"
+    "p._worker.sandbox_worker_main(sys.argv[2])"
+)
 
 
 class _WorkerProcess:
@@ -171,14 +187,30 @@ class _WorkerProcess:
         self._start()
 
     def _start(self) -> None:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": tempfile.gettempdir(),
-               "PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TMPDIR": tempfile.gettempdir(),
+            "PYTHONHASHSEED": "0",
+            "LC_ALL": "C.UTF-8",
+        }
         paths = sysconfig.get_paths()  # this interpreter's (a venv's) packages, for the programs
         site = list(dict.fromkeys(p for p in (paths.get("purelib"), paths.get("platlib")) if p))
         self._proc = subprocess.Popen(
-            [sys.executable, "-S", "-B", "-c", _WORKER_BOOT, os.path.dirname(os.path.abspath(__file__)),
-             json.dumps({"use_namespaces": self._use_namespaces, "site": site})],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/", close_fds=True)
+            [
+                sys.executable,
+                "-S",
+                "-B",
+                "-c",
+                _WORKER_BOOT,
+                os.path.dirname(os.path.abspath(__file__)),
+                json.dumps({"use_namespaces": self._use_namespaces, "site": site}),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd="/",
+            close_fds=True,
+        )
         if read_frame(self._proc.stdout) is None:  # the worker's hello: its tier is probed
             raise RuntimeError(f"sandbox worker failed to start (exit {self._proc.wait()}); see its stderr above")
 

@@ -12,7 +12,6 @@ import symtable
 from collections.abc import Sequence
 from typing import Any
 
-
 # Calls whose arguments phase A must evaluate but whose own result only the judge needs. None of
 # them iterates its argument: one that did (all, sorted, ...) could be what drives a lazy `map`
 # or generator calling the program, so those are evaluated whole.
@@ -45,11 +44,20 @@ def _evaluated_parts(node: ast.expr) -> list[ast.expr]:
         parts = [node.operand]
     elif isinstance(node, ast.BinOp):
         parts = [node.left, node.right]
-    elif (isinstance(node, ast.Call) and not any(isinstance(a, ast.Starred) for a in node.args)
-          and all(k.arg is not None for k in node.keywords)
-          and ((isinstance(node.func, ast.Name) and node.func.id in _PURE_BUILTINS)
-               or (isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
-                   and node.func.value.id == "math" and node.func.attr in _PURE_MATH))):
+    elif (
+        isinstance(node, ast.Call)
+        and not any(isinstance(a, ast.Starred) for a in node.args)
+        and all(k.arg is not None for k in node.keywords)
+        and (
+            (isinstance(node.func, ast.Name) and node.func.id in _PURE_BUILTINS)
+            or (
+                isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "math"
+                and node.func.attr in _PURE_MATH
+            )
+        )
+    ):
         parts = [*node.args, *(k.value for k in node.keywords)]
     else:
         return [node]
@@ -119,5 +127,10 @@ def prepare_tests(units: Sequence[str], setup: str = "") -> PreparedTests:
         tree = ast.parse(source)
         full.append(compile(tree, f"<test {i}>", "exec", dont_inherit=True))
         stripped.append(compile(_stripped_tree(source), "<test>", "exec", dont_inherit=True))
-    return PreparedTests(compile(setup, "<setup>", "exec", dont_inherit=True), tuple(full), tuple(stripped),
-                          _program_names(units, setup), tuple(units))
+    return PreparedTests(
+        compile(setup, "<setup>", "exec", dont_inherit=True),
+        tuple(full),
+        tuple(stripped),
+        _program_names(units, setup),
+        tuple(units),
+    )

@@ -73,8 +73,7 @@ def _deny_network(event, args):
     """Audit hook of the last-resort tier: no inet sockets, DNS, ctypes or exec."""
     if event == "socket.__new__" and len(args) > 1 and args[1] == 1:  # AF_UNIX
         return
-    if event.startswith(("socket.", "ctypes.", "os.exec", "os.posix_spawn", "os.spawn", "os.system",
-                         "subprocess.")):
+    if event.startswith(("socket.", "ctypes.", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.")):
         raise PermissionError(f"{event} is not allowed in the sandbox")
 
 
@@ -86,7 +85,7 @@ def record(job):
     def emit(event):
         data = (dump(event) + "\n").encode()
         while data:
-            data = data[os.write(3, data):]
+            data = data[os.write(3, data) :]
 
     if audit_hook:
         sys.addaudithook(_deny_network)
@@ -94,7 +93,7 @@ def record(job):
     try:
         code = compile(program, "<program>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as e:
-        emit(["S", "%s: %s" % describe(e)])
+        emit(["S", "{}: {}".format(*describe(e))])
         os._exit(0)
     exec(setup, tests)
     module = type(sys)("__candidate__")  # not __main__: `if __name__ == "__main__"` blocks don't run

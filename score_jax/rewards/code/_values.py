@@ -8,7 +8,6 @@ from __future__ import annotations
 import builtins
 from _json import encode_basestring_ascii as _encode_str
 
-
 _MAX_DEPTH = 100  # nesting of one value
 _MAX_NODES = 1_000_000  # items in one value
 _MAX_MESSAGE = 300  # characters of a recorded exception message
@@ -162,10 +161,15 @@ _TAGS = {list: "l", tuple: "t", set: "s", frozenset: "f", dict: "d"}
 _BUILD = {"l": list, "t": tuple, "s": set, "f": frozenset}
 # Base-class methods, so a subclass's overrides (of __iter__, __str__, ...) are not consulted.
 _PLAIN_OF_SUBCLASS = (
-    (int, int.__int__), (float, float.__float__), (str, str.__str__),
-    (bytes, bytes.__bytes__), (complex, complex.__complex__),
-    (list, lambda x: list(list.__iter__(x))), (tuple, lambda x: tuple(tuple.__iter__(x))),
-    (dict, lambda x: dict(dict.items(x))), (frozenset, lambda x: frozenset(frozenset.__iter__(x))),
+    (int, int.__int__),
+    (float, float.__float__),
+    (str, str.__str__),
+    (bytes, bytes.__bytes__),
+    (complex, complex.__complex__),
+    (list, lambda x: list(list.__iter__(x))),
+    (tuple, lambda x: tuple(tuple.__iter__(x))),
+    (dict, lambda x: dict(dict.items(x))),
+    (frozenset, lambda x: frozenset(frozenset.__iter__(x))),
     (set, lambda x: set(set.__iter__(x))),
 )
 
@@ -174,8 +178,11 @@ def _program_exception(name, message):
     """The exception a test sees for a recorded one: the builtin type of that name, except
     StopIteration (which would silently end a `map` or a generator in the test), else ProgramError."""
     cls = getattr(builtins, name, None) if type(name) is str else None
-    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, (StopIteration,
-                                                                                   StopAsyncIteration)):
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, Exception)
+        and not issubclass(cls, (StopIteration, StopAsyncIteration))
+    ):
         try:
             return cls(message)
         except Exception:
@@ -231,6 +238,7 @@ def builtins_for_tests():
         if name == "random" and level == 0:
             if not private:
                 import random
+
                 rng = random.Random(0)
                 module = type(random)("random")
                 for key, value in vars(random).items():

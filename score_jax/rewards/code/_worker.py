@@ -63,7 +63,6 @@ from ._prepare import PreparedTests, prepare_tests
 from ._record import record
 from ._replay import ParsedTrace, parse_trace, replay
 
-
 _OUTPUT_LIMIT = 1 << 20  # stdout + stderr bytes before the run is stopped (output_limit)
 _TRACE_LIMIT = 32 << 20  # bytes of recorded calls before the run is stopped (output_limit)
 _WORKDIR_MB = 64  # size of the tmpfs working directory
@@ -136,11 +135,19 @@ class SandboxWorker:
 
         def result(status: str, passed_units: int = 0, error: str = "", run: _Run | None = None) -> dict:
             run = run or _Run()
-            return dataclasses.asdict(ExecutionResult(
-                status == "passed", status, passed_units, total, error[:KEPT_OUTPUT],
-                run.stdout[:KEPT_OUTPUT].decode("utf-8", "replace"),
-                run.stderr[:KEPT_OUTPUT].decode("utf-8", "replace"),
-                round(time.monotonic() - start, 4), *self._describe_isolation(run)))
+            return dataclasses.asdict(
+                ExecutionResult(
+                    status == "passed",
+                    status,
+                    passed_units,
+                    total,
+                    error[:KEPT_OUTPUT],
+                    run.stdout[:KEPT_OUTPUT].decode("utf-8", "replace"),
+                    run.stderr[:KEPT_OUTPUT].decode("utf-8", "replace"),
+                    round(time.monotonic() - start, 4),
+                    *self._describe_isolation(run),
+                )
+            )
 
         try:
             tests = self._prepared(job)
@@ -188,9 +195,12 @@ class SandboxWorker:
     def _describe_isolation(self, run: _Run) -> tuple[str, str]:
         tier = self.tier
         network = "net-ns" if tier.namespaces & CLONE_NEWNET else "seccomp" if tier.seccomp else "audit-hook"
-        parts = ["user-ns" if tier.userns else "uid-nobody" if self._root else "same-uid",
-                 "pid-ns" if tier.namespaces & CLONE_NEWPID else "process-tree",
-                 "ro-root+tmpfs-workdir" if tier.namespaces & CLONE_NEWNS else "tmp-workdir", *run.warnings]
+        parts = [
+            "user-ns" if tier.userns else "uid-nobody" if self._root else "same-uid",
+            "pid-ns" if tier.namespaces & CLONE_NEWPID else "process-tree",
+            "ro-root+tmpfs-workdir" if tier.namespaces & CLONE_NEWNS else "tmp-workdir",
+            *run.warnings,
+        ]
         return network, "+".join(parts)
 
     # -- phase A: the worker's side -------------------------------------------------------------
@@ -208,8 +218,13 @@ class SandboxWorker:
         sync_r, sync_w = os.pipe()  # launcher -> worker: "namespaces made, write my id maps"
         go_r, go_w = os.pipe()
         keep_r, keep_w = os.pipe()  # worker -> launcher; closing it means "kill the sandbox now"
-        params = {"workdir": workdir, "timeout_s": timeout_s, "memory_mb": memory_mb,
-                  "namespaces": self.tier.namespaces, "seccomp": self.tier.seccomp}
+        params = {
+            "workdir": workdir,
+            "timeout_s": timeout_s,
+            "memory_mb": memory_mb,
+            "namespaces": self.tier.namespaces,
+            "seccomp": self.tier.seccomp,
+        }
         start = time.monotonic()
         theirs = (job_r, out_w, err_w, trace_w, status_w, sync_w, go_r, keep_r)
         try:
@@ -258,7 +273,7 @@ class SandboxWorker:
             readable, writable, _ = select.select(list(open_fds), [job_w] if payload else [], [], remaining)
             if writable:
                 try:
-                    payload = payload[os.write(job_w, payload):]
+                    payload = payload[os.write(job_w, payload) :]
                 except BrokenPipeError:
                     payload = b""
                 if not payload:
@@ -389,10 +404,18 @@ class SandboxWorker:
                     read_only_root()
                 except OSError as e:
                     warnings.append(f"root-writable({e.strerror})")
-                owner = ("uid=1,gid=1" if namespaces & CLONE_NEWUSER else f"uid={_NOBODY},gid={_NOBODY}") \
-                    if self._root else "uid=0,gid=0"
-                mount("tmpfs", params["workdir"], "tmpfs", MS_NOSUID | MS_NODEV,
-                       f"size={_WORKDIR_MB}m,nr_inodes=4096,mode=0700,{owner}")
+                owner = (
+                    ("uid=1,gid=1" if namespaces & CLONE_NEWUSER else f"uid={_NOBODY},gid={_NOBODY}")
+                    if self._root
+                    else "uid=0,gid=0"
+                )
+                mount(
+                    "tmpfs",
+                    params["workdir"],
+                    "tmpfs",
+                    MS_NOSUID | MS_NODEV,
+                    f"size={_WORKDIR_MB}m,nr_inodes=4096,mode=0700,{owner}",
+                )
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != zygote:
                 os._exit(SETUP_FAILED)
@@ -440,9 +463,13 @@ class SandboxWorker:
                     except OSError:
                         warnings.append(f"host-proc-visible({e.strerror})")
             cpu = math.ceil(params["timeout_s"]) + 1
-            for limit, value in ((resource.RLIMIT_AS, params["memory_mb"] << 20), (resource.RLIMIT_CPU, cpu),
-                                 (resource.RLIMIT_FSIZE, 16 << 20), (resource.RLIMIT_NOFILE, 256),
-                                 (resource.RLIMIT_CORE, 0)):
+            for limit, value in (
+                (resource.RLIMIT_AS, params["memory_mb"] << 20),
+                (resource.RLIMIT_CPU, cpu),
+                (resource.RLIMIT_FSIZE, 16 << 20),
+                (resource.RLIMIT_NOFILE, 256),
+                (resource.RLIMIT_CORE, 0),
+            ):
                 resource.setrlimit(limit, (value, value))
             if namespaces & CLONE_NEWUSER or self._root:  # a uid of its own: counts only the sandbox
                 resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))
@@ -471,10 +498,20 @@ class SandboxWorker:
             workdir = params["workdir"]
             os.chdir(workdir)
             os.environ.clear()
-            os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-                               "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8",
-                               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
-                               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            os.environ.update(
+                {
+                    "PATH": "/usr/local/bin:/usr/bin:/bin",
+                    "HOME": workdir,
+                    "TMPDIR": workdir,
+                    "LANG": "C.UTF-8",
+                    "PYTHONHASHSEED": "0",
+                    "PYTHONIOENCODING": "utf-8",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                    "OMP_NUM_THREADS": "1",
+                    "OPENBLAS_NUM_THREADS": "1",
+                    "MKL_NUM_THREADS": "1",
+                }
+            )
             sys.argv = [""]
             chunks = []
             while chunk := os.read(0, 1 << 16):
@@ -489,8 +526,9 @@ class SandboxWorker:
 
     # -- phase B --------------------------------------------------------------------------------
 
-    def _judge(self, tests: PreparedTests, trace: ParsedTrace, timeout_s: float,
-               memory_mb: int) -> list[tuple[bool, str]]:
+    def _judge(
+        self, tests: PreparedTests, trace: ParsedTrace, timeout_s: float, memory_mb: int
+    ) -> list[tuple[bool, str]]:
         """Run the original tests in a fork of this worker, answering the program's calls from
         `trace`; one (passed, message) per unit."""
         read_fd, write_fd = os.pipe()
@@ -509,7 +547,7 @@ class SandboxWorker:
             except BaseException as e:
                 data = json.dumps([[False, f"judge error: {e!r}"[:KEPT_OUTPUT]]] * len(tests.full)).encode()
             while data:
-                data = data[os.write(write_fd, data):]
+                data = data[os.write(write_fd, data) :]
             os._exit(0)
         os.close(write_fd)
         chunks, deadline = [], time.monotonic() + timeout_s

@@ -55,6 +55,13 @@ from score_jax.rewards.math._pool import close_pool, grade_batch, pool_worker_pi
 from score_jax.rewards.math._sympy_fallback import warm_up
 
 __all__ = [
-    "SYMBOLIC_TIMEOUT_S", "WORKER_TIMEOUT_S", "close_pool", "extract_answer", "grade", "grade_batch", "is_equivalent",
-    "pool_worker_pids", "warm_up",
+    "SYMBOLIC_TIMEOUT_S",
+    "WORKER_TIMEOUT_S",
+    "close_pool",
+    "extract_answer",
+    "grade",
+    "grade_batch",
+    "is_equivalent",
+    "pool_worker_pids",
+    "warm_up",
 ]

@@ -22,7 +22,6 @@ from score_jax.rewards.math._limits import MIN_ROUNDING_PLACES
 from score_jax.rewards.math._parser import FLIPPED, WORD_FUNCS, is_label, labelled_value
 from score_jax.rewards.math._sympy_fallback import sympy_relation_set
 
-
 _COLLECTIONS = {"list", "set", "tuple", "interval", "union", "setop", "matrix", "ratio"}
 _SET_LIKE = {"interval", "union", "setop"}
 
@@ -58,7 +57,9 @@ def _has_pm(node) -> bool:
     if node[0] in _COLLECTIONS or node[0] == "rel":
         return False
     return any(_has_pm(child) for child in node[1:] if isinstance(child, tuple)) or any(
-        _has_pm(item) for child in node[1:] if isinstance(child, tuple) and child and not isinstance(child[0], str)
+        _has_pm(item)
+        for child in node[1:]
+        if isinstance(child, tuple) and child and not isinstance(child[0], str)
         for item in child
     )
 

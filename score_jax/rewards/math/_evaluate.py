@@ -312,14 +312,29 @@ def _real_only(function):
 
 
 _UNARY = {
-    "sin": lambda c, x: c.sin(x), "cos": lambda c, x: c.cos(x), "tan": lambda c, x: c.tan(x),
-    "sec": lambda c, x: c.sec(x), "csc": lambda c, x: c.csc(x), "cot": lambda c, x: c.cot(x),
-    "arcsin": lambda c, x: c.asin(x), "arccos": lambda c, x: c.acos(x), "arctan": lambda c, x: c.atan(x),
-    "arcsec": lambda c, x: c.asec(x), "arccsc": lambda c, x: c.acsc(x), "arccot": lambda c, x: c.acot(x),
-    "sinh": lambda c, x: c.sinh(x), "cosh": lambda c, x: c.cosh(x), "tanh": lambda c, x: c.tanh(x),
-    "exp": lambda c, x: c.exp(x), "ln": lambda c, x: c.log(x), "log": lambda c, x: c.log(x),
-    "sqrt": lambda c, x: c.sqrt(x), "abs": lambda c, x: abs(x), "fact": _factorial,
-    "floor": _real_only(lambda c, x: c.floor(x)), "ceil": _real_only(lambda c, x: c.ceil(x)),
+    "sin": lambda c, x: c.sin(x),
+    "cos": lambda c, x: c.cos(x),
+    "tan": lambda c, x: c.tan(x),
+    "sec": lambda c, x: c.sec(x),
+    "csc": lambda c, x: c.csc(x),
+    "cot": lambda c, x: c.cot(x),
+    "arcsin": lambda c, x: c.asin(x),
+    "arccos": lambda c, x: c.acos(x),
+    "arctan": lambda c, x: c.atan(x),
+    "arcsec": lambda c, x: c.asec(x),
+    "arccsc": lambda c, x: c.acsc(x),
+    "arccot": lambda c, x: c.acot(x),
+    "sinh": lambda c, x: c.sinh(x),
+    "cosh": lambda c, x: c.cosh(x),
+    "tanh": lambda c, x: c.tanh(x),
+    "exp": lambda c, x: c.exp(x),
+    "ln": lambda c, x: c.log(x),
+    "log": lambda c, x: c.log(x),
+    "sqrt": lambda c, x: c.sqrt(x),
+    "abs": lambda c, x: abs(x),
+    "fact": _factorial,
+    "floor": _real_only(lambda c, x: c.floor(x)),
+    "ceil": _real_only(lambda c, x: c.ceil(x)),
     "sgn": _real_only(lambda c, x: c.sign(x)),
 }
 
@@ -327,7 +342,10 @@ _UNARY = {
 def is_close(ctx, a, b) -> bool:
     if isinstance(a, Matrix) or isinstance(b, Matrix):
         return (
-            isinstance(a, Matrix) and isinstance(b, Matrix) and len(a) == len(b) and len(a[0]) == len(b[0])
+            isinstance(a, Matrix)
+            and isinstance(b, Matrix)
+            and len(a) == len(b)
+            and len(a[0]) == len(b[0])
             and all(is_close(ctx, x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
         )
     if ctx.isinf(a) or ctx.isinf(b) or ctx.isnan(a) or ctx.isnan(b):

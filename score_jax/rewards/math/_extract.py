@@ -7,7 +7,6 @@ import re
 from score_jax.rewards.math._limits import MAX_LIST_ITEMS
 from score_jax.rewards.math._text import CONNECTIVES, brace_pairs, clean_text, math_spans
 
-
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _FINAL_ANSWER_RE = re.compile(r"final\s+answer\s*(?:is|:)\s*", re.IGNORECASE)
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct", re.IGNORECASE)
@@ -127,7 +126,7 @@ def _final_answer_phrase(text: str) -> tuple[int, str] | None:
 
 
 def _answer_phrase(text: str) -> str | None:
-    """"The answer is X" / "Answer: X" (last one)."""
+    """ "The answer is X" / "Answer: X" (last one)."""
     for match in reversed(list(_ANSWER_PHRASE_RE.finditer(text))[-_MAX_PHRASES_TRIED:]):
         answer = _answer_from_sentence(text[match.end() : match.end() + 1000])
         if answer:

@@ -13,7 +13,6 @@ from score_jax.rewards.math._parser import read_answer
 from score_jax.rewards.math._sympy_fallback import load_sympy, sympy_equal
 from score_jax.rewards.math._timeout import Timeout, time_limit
 
-
 _DECIMAL_COMMA_RE = re.compile(r"[-+]?\d+,\d+")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mpmath
 
-
 # Answers longer than this (after extraction) are compared as strings only.
 MAX_ANSWER_CHARS = 1000
 # Answers nested deeper than this (brackets; twice this in parser recursion) are compared as

@@ -7,13 +7,30 @@ import re
 
 from score_jax.rewards.math._text import DOUBLE_ESCAPED_RE, ONE_BACKSLASH, nesting_depth
 
-
 _UNICODE = {
-    "\u2212": "-", "\u2013": "-", "\u00d7": r"\times ", "\u00f7": r"\div ", "\u00b7": r"\cdot ",
-    "\u2264": r"\le ", "\u2265": r"\ge ", "\u2260": r"\ne ", "\u2248": r"\approx ", "\u221e": r"\infty ",
-    "\u03c0": r"\pi ", "\u221a": r"\sqrt ", "\u00b2": "^2", "\u00b3": "^3", "\u00b0": "", "\u2208": r"\in ",
-    "\u222a": r"\cup ", "\u2229": r"\cap ", "\u00b1": r"\pm ", "\u2205": r"\emptyset ", "\u20ac": "",
-    "\u00a3": "", "\u00a0": " ",
+    "\u2212": "-",
+    "\u2013": "-",
+    "\u00d7": r"\times ",
+    "\u00f7": r"\div ",
+    "\u00b7": r"\cdot ",
+    "\u2264": r"\le ",
+    "\u2265": r"\ge ",
+    "\u2260": r"\ne ",
+    "\u2248": r"\approx ",
+    "\u221e": r"\infty ",
+    "\u03c0": r"\pi ",
+    "\u221a": r"\sqrt ",
+    "\u00b2": "^2",
+    "\u00b3": "^3",
+    "\u00b0": "",
+    "\u2208": r"\in ",
+    "\u222a": r"\cup ",
+    "\u2229": r"\cap ",
+    "\u00b1": r"\pm ",
+    "\u2205": r"\emptyset ",
+    "\u20ac": "",
+    "\u00a3": "",
+    "\u00a0": " ",
 }
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
 _TEXT_CMD_RE = re.compile(

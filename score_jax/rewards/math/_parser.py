@@ -10,7 +10,6 @@ from typing import NamedTuple
 from score_jax.rewards.math._limits import MAX_ANSWER_CHARS, MAX_LIST_ITEMS, MAX_NESTING
 from score_jax.rewards.math._text import CONNECTIVES, nesting_depth
 
-
 # Node kinds (first tuple element):
 #   ("num", Fraction, places)  literal; `places` = decimal places written (0 for integers)
 #   ("sym", name)  ("const", "pi"|"e"|"i"|"inf")
@@ -33,23 +32,71 @@ _TOKEN_RE = re.compile(
     r"|(?P<op><=|>=|!=|\S))"
 )
 _RELOPS = {
-    "=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", r"\le": "<=", r"\leq": "<=",
-    r"\ge": ">=", r"\geq": ">=", r"\lt": "<", r"\gt": ">", r"\ne": "!=", r"\neq": "!=",
-    r"\approx": "~", r"\in": "in", r"\equiv": "=", r"\Rightarrow": "=", r"\implies": "=",
-    r"\to": "=", r"\rightarrow": "=",
+    "=": "=",
+    "<": "<",
+    ">": ">",
+    "<=": "<=",
+    ">=": ">=",
+    "!=": "!=",
+    r"\le": "<=",
+    r"\leq": "<=",
+    r"\ge": ">=",
+    r"\geq": ">=",
+    r"\lt": "<",
+    r"\gt": ">",
+    r"\ne": "!=",
+    r"\neq": "!=",
+    r"\approx": "~",
+    r"\in": "in",
+    r"\equiv": "=",
+    r"\Rightarrow": "=",
+    r"\implies": "=",
+    r"\to": "=",
+    r"\rightarrow": "=",
 }
 FLIPPED = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
 _FUNCS = {
-    "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
-    "exp", "ln", "log", "lg", "arcsec", "arccsc", "arccot", "sgn", "det",
+    "sin",
+    "cos",
+    "tan",
+    "sec",
+    "csc",
+    "cot",
+    "arcsin",
+    "arccos",
+    "arctan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "exp",
+    "ln",
+    "log",
+    "lg",
+    "arcsec",
+    "arccsc",
+    "arccot",
+    "sgn",
+    "det",
 }
 WORD_FUNCS = _FUNCS | {"sqrt", "gcd", "lcm", "max", "min", "abs", "floor", "ceil"}
 _CMD_FUNCS = _FUNCS | {"gcd", "max", "min"}
 _FUNCTION_LETTERS = set("fghFGHPQW")
 _WORD_CONSTS = {"pi": ("const", "pi"), "infty": ("const", "inf"), "inf": ("const", "inf"), "infinity": ("const", "inf")}
 _DECORATIONS = {
-    "overline", "vec", "hat", "bar", "widehat", "overrightarrow", "overleftrightarrow", "underline",
-    "tilde", "dot", "ddot", "widetilde", "overarc", "stackrel",
+    "overline",
+    "vec",
+    "hat",
+    "bar",
+    "widehat",
+    "overrightarrow",
+    "overleftrightarrow",
+    "underline",
+    "tilde",
+    "dot",
+    "ddot",
+    "widetilde",
+    "overarc",
+    "stackrel",
 }
 _CLOSING_CMDS = {r"\}", r"\rfloor", r"\rceil", r"\rvert", r"\rVert", r"\end", r"\\", r"\right"}
 _MUL_CMDS = {r"\cdot", r"\times", r"\ast", r"\star"}
@@ -162,7 +209,10 @@ class _Parser:
             return text in "([{" or (text == "|" and self.abs_depth == 0)
         if kind == "cmd":
             return not (
-                text in _RELOPS or text in _CLOSING_CMDS or text in _MUL_CMDS or text in _SET_OPS
+                text in _RELOPS
+                or text in _CLOSING_CMDS
+                or text in _MUL_CMDS
+                or text in _SET_OPS
                 or text in (r"\pm", r"\mp", r"\%", r"\div", "\\&", r"\mid", r"\colon")
             )
         return False
@@ -185,8 +235,10 @@ class _Parser:
         groups = [g for g in groups if g]
         if not groups:
             raise _ParseError("empty answer")
-        if len(groups) > 1 and any(len(g) > 1 for g in groups) and all(
-            len(g) == 1 or all(labelled_value(e) is not None for e in g) for g in groups
+        if (
+            len(groups) > 1
+            and any(len(g) > 1 for g in groups)
+            and all(len(g) == 1 or all(labelled_value(e) is not None for e in g) for g in groups)
         ):
             # "p = 5, q = 2; p = 7, q = 2": each group of labelled values is one tuple.
             items = [g[0] if len(g) == 1 else ("tuple", tuple(labelled_value(e) for e in g)) for g in groups]
@@ -472,8 +524,13 @@ class _Parser:
             return ("call", "floor" if name == "lfloor" else "ceil", (inner,))
         if name in ("lvert", "vert", "|", "lVert", "Vert"):
             inner = self.parse_additive()
-            if not (self.accept(r"\rvert") or self.accept(r"\vert") or self.accept(r"\|")
-                    or self.accept(r"\rVert") or self.accept(r"\Vert")):
+            if not (
+                self.accept(r"\rvert")
+                or self.accept(r"\vert")
+                or self.accept(r"\|")
+                or self.accept(r"\rVert")
+                or self.accept(r"\Vert")
+            ):
                 raise _ParseError("unclosed |")
             return ("call", "abs", (inner,))
         if name == "begin":

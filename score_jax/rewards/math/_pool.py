@@ -86,8 +86,9 @@ class _GradingPool:
         fresh.wait_ready()
         return fresh
 
-    def run(self, responses: Sequence[str], golds: Sequence[str], timeout_s: float,
-            worker_timeout_s: float) -> list[float]:
+    def run(
+        self, responses: Sequence[str], golds: Sequence[str], timeout_s: float, worker_timeout_s: float
+    ) -> list[float]:
         results = [0.0] * len(responses)
         queue = list(range(len(responses) - 1, -1, -1))  # popped from the end: input order
         failures = [0] * len(responses)
@@ -160,8 +161,13 @@ def pool_worker_pids() -> list[int]:
         return [] if _POOL is None else _POOL.pids()
 
 
-def grade_batch(responses: Sequence[str], golds: Sequence[str], *, timeout_s: float = SYMBOLIC_TIMEOUT_S,
-                worker_timeout_s: float = WORKER_TIMEOUT_S) -> list[float]:
+def grade_batch(
+    responses: Sequence[str],
+    golds: Sequence[str],
+    *,
+    timeout_s: float = SYMBOLIC_TIMEOUT_S,
+    worker_timeout_s: float = WORKER_TIMEOUT_S,
+) -> list[float]:
     """grade() over a batch in worker processes; safe to call from any thread.
 
     The pool starts on the first call (about a second per worker) and is reused. Calls from

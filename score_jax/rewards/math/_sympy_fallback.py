@@ -27,9 +27,25 @@ def warm_up() -> None:
 
 
 _SYMPY_FUNCS = {
-    "sin": "sin", "cos": "cos", "tan": "tan", "sec": "sec", "csc": "csc", "cot": "cot", "arcsin": "asin",
-    "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "exp": "exp",
-    "ln": "log", "log": "log", "sqrt": "sqrt", "abs": "Abs", "floor": "floor", "ceil": "ceiling",
+    "sin": "sin",
+    "cos": "cos",
+    "tan": "tan",
+    "sec": "sec",
+    "csc": "csc",
+    "cot": "cot",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "tanh": "tanh",
+    "exp": "exp",
+    "ln": "log",
+    "log": "log",
+    "sqrt": "sqrt",
+    "abs": "Abs",
+    "floor": "floor",
+    "ceil": "ceiling",
 }
 
 

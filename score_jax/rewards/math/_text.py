@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 # Commands whose backslash was escaped twice (JSON-in-JSON, Python reprs): `\\frac` -> `\frac`.
 # Only names that cannot follow a real LaTeX line break `\\` in an answer.
 DOUBLE_ESCAPED_RE = re.compile(
