@@ -14,7 +14,7 @@ from typing import Any
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_MB = 1024
-STATUSES = ("passed", "failed", "timeout", "crashed", "memory", "output_limit", "syntax_error", "test_error")
+STATUSES = ("passed", "failed", "timeout", "crashed", "memory", "syntax_error", "test_error")
 KEPT_OUTPUT = 4000  # characters of stdout / stderr / error kept in a result
 
 
@@ -42,7 +42,7 @@ class CodeJob:
     tests: tuple[str, ...]  # each a unit that passes or fails on its own; share one namespace
     setup: str = ""  # trusted code run first in the tests' and the program's namespaces (MBPP test_setup_code)
     timeout_s: float = DEFAULT_TIMEOUT_S  # wall clock for the whole program run
-    memory_mb: int = DEFAULT_MEMORY_MB  # address-space limit of the program's process
+    memory_mb: int = DEFAULT_MEMORY_MB  # memory of the sandbox (its cgroup), and address space of each of its processes
 
     def __post_init__(self):
         if not self.tests:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -193,8 +192,6 @@ class _WorkerProcess:
             "PYTHONHASHSEED": "0",
             "LC_ALL": "C.UTF-8",
         }
-        paths = sysconfig.get_paths()  # this interpreter's (a venv's) packages, for the programs
-        site = list(dict.fromkeys(p for p in (paths.get("purelib"), paths.get("platlib")) if p))
         self._proc = subprocess.Popen(
             [
                 sys.executable,
@@ -203,7 +200,7 @@ class _WorkerProcess:
                 "-c",
                 _WORKER_BOOT,
                 os.path.dirname(os.path.abspath(__file__)),
-                json.dumps({"use_namespaces": self._use_namespaces, "site": site}),
+                json.dumps({"use_namespaces": self._use_namespaces}),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

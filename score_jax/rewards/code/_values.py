@@ -1,4 +1,4 @@
-"""Values across the boundary: plain data to and from JSON, shared by the sandbox (phase A) and the judge (phase B).
+"""Values across the boundary: plain data to and from JSON, shared by the sandbox (which serves calls) and the judge.
 
 Worker side: standard library and relative imports only (see _worker).
 """
@@ -10,6 +10,7 @@ from _json import encode_basestring_ascii as _encode_str
 
 _MAX_DEPTH = 100  # nesting of one value
 _MAX_NODES = 1_000_000  # items in one value
+MAX_LINE = 4 << 20  # bytes of one message between judge and sandbox; a longer reply is malformed
 _MAX_MESSAGE = 300  # characters of a recorded exception message
 _SMALL_INT = 1 << 63  # larger ints travel as hex (no 4300-digit str limit)
 
@@ -18,8 +19,8 @@ class Unserialisable(Exception):
     """A value with no plain-data form: too large, too deep or cyclic."""
 
 
-class TraceViolation(BaseException):
-    """The judge found no recorded answer for a call; BaseException so test code can't catch it."""
+class SandboxFailure(BaseException):
+    """The sandbox broke the protocol or ended during a call; BaseException so test code can't catch it."""
 
 
 class ProgramError(Exception):
@@ -50,13 +51,11 @@ class _Handle:
         return f"<program object #{self._hid}>"
 
 
-class Trace:
-    """What both phases share: values to plain data (canon) and back (materialise)."""
+class Boundary:
+    """What both sides share: values to plain data (canon) and back (materialise)."""
 
     def __init__(self):
         self.handles = {}  # hid -> _Handle, so one program object is one stand-in
-        self.test_objects = []  # k -> object from the test side with no plain form (a lambda)
-        self._test_ids = {}
 
     def canon(self, value, role):
         """`value` as JSON-able plain data; role "arg" (test to program) or "result" (back)."""
@@ -97,37 +96,43 @@ class Trace:
     def _opaque(self, x, role):
         if type(x) is _Handle:
             return ["h", x._hid]
-        k = self._test_ids.get(id(x))
-        if k is None:
-            if role == "result":
-                return self.new_program_object(x)
-            k = self._test_ids[id(x)] = len(self.test_objects)
-            self.test_objects.append(x)
-        return ["o", k]
+        if role == "result":
+            return self.new_program_object(x)
+        # Test code never enters the sandbox, not even as a callback: a test that passes one fails.
+        raise Unserialisable(f"a {type(x).__name__} of the test cannot be passed to the program; pass plain data")
 
     def new_program_object(self, x):
-        raise TraceViolation("only the sandbox records program objects")
+        raise SandboxFailure("only the sandbox holds program objects")
 
     def handle(self, hid):
         if hid not in self.handles:
             self.handles[hid] = _Handle(hid, self)
         return self.handles[hid]
 
-    def materialise(self, c, for_program=False):
-        """Plain data back to fresh builtins; handles to stand-ins (or, for the program, the real object)."""
+    def materialise(self, c, for_program=False, depth=0):
+        """Plain data back to fresh builtins; handles to stand-ins (or, for the program, the real object).
+
+        Raises ValueError on anything malformed, too deep included (the judge reads untrusted replies).
+        """
         t = type(c)
         if c is None or t is bool or t is int or t is float or t is str:
             return c
-        if t is not list or not c:
+        if t is not list or not c or depth > _MAX_DEPTH:
             raise ValueError(f"malformed value {c!r:.80}")
         tag, items = c[0], c[1:]
         if tag in _BUILD:
-            return _BUILD[tag](self.materialise(v, for_program) for v in items)
+            try:
+                return _BUILD[tag](self.materialise(v, for_program, depth + 1) for v in items)
+            except TypeError as e:  # an unhashable item of a set
+                raise ValueError(f"malformed value: {e}") from None
         if tag == "d":
             if len(items) % 2:
                 raise ValueError("malformed dict")
-            values = [self.materialise(v, for_program) for v in items]
-            return dict(zip(values[::2], values[1::2]))
+            values = [self.materialise(v, for_program, depth + 1) for v in items]
+            try:
+                return dict(zip(values[::2], values[1::2]))
+            except TypeError as e:  # an unhashable key
+                raise ValueError(f"malformed value: {e}") from None
         (arg,) = items[:1] if len(items) == 1 else (None,)
         if tag == "I" and type(arg) is str and len(arg) < 1 << 20:
             return int(arg, 16)
@@ -137,8 +142,6 @@ class Trace:
             return bytearray(arg.encode("latin-1"))
         if tag == "h" and type(arg) is int:
             return self.program_object(arg) if for_program else self.handle(arg)
-        if tag == "o" and type(arg) is int and 0 <= arg < len(self.test_objects):
-            return self.test_objects[arg]
         if tag == "c" and len(items) == 2 and all(type(v) is float for v in items):
             return complex(items[0], items[1])
         if tag == "r" and len(items) == 3 and all(type(v) is int for v in items):
@@ -146,14 +149,17 @@ class Trace:
         raise ValueError(f"malformed value {c!r:.80}")
 
     def program_object(self, hid):
-        raise TraceViolation("the judge never holds program objects")
+        raise SandboxFailure("the judge never holds program objects")
 
-    def deliver(self, result):
-        """A recorded result to the test: the value rebuilt, or the exception raised."""
+    def decode(self, result):
+        """A reply to the test's side: (value, None), or (None, the exception to raise).
+
+        Raises ValueError on a malformed reply.
+        """
         if type(result) is list and len(result) == 2 and result[0] == "v":
-            return self.materialise(result[1])
+            return self.materialise(result[1]), None
         if type(result) is list and len(result) == 3 and result[0] == "x":
-            raise _program_exception(result[1], result[2])
+            return None, _program_exception(result[1], result[2])
         raise ValueError(f"malformed result {result!r:.80}")
 
 
@@ -191,7 +197,7 @@ def _program_exception(name, message):
 
 
 def dump(x):
-    """Canonical JSON text of plain data; both phases key calls by it."""
+    """Compact JSON text of plain data, for the messages between judge and sandbox."""
     t = type(x)
     if t is str:
         return _encode_str(x)
@@ -228,8 +234,8 @@ def describe(e):
 
 
 def builtins_for_tests():
-    """Builtins for test code, with an `import random` of its own (seeded), so the program's use
-    of random cannot shift the test's draws between the two phases."""
+    """Builtins for test code, with an `import random` of its own (seeded), so the test's draws
+    are the same on every run."""
     table = dict(builtins.__dict__)
     real_import = builtins.__import__
     private = []

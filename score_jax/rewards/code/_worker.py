@@ -1,19 +1,19 @@
-"""The worker process: a zygote that launches sandboxes, and the judge of their traces.
+"""The worker process: a zygote that launches sandboxes, and the judge that drives them.
 
 Loaded outside score_jax: the host starts ``python -S`` and imports this folder as a bare package
 ``_score_sandbox`` (``_pool._WORKER_BOOT``), whose ``__init__`` never runs. So this module and the
-ones it imports (_jobs, _values, _record, _replay, _prepare, _isolation) use the standard library
-and relative imports only, and never import the host side (``__init__``, _pool, _program).
+ones it imports (_jobs, _values, _serve, _judge, _prepare, _isolation, _cgroups) use the standard
+library and relative imports only, and never import the host side (``__init__``, _pool, _program).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import marshal
 import math
 import os
-import platform
 import resource
 import select
 import shutil
@@ -22,50 +22,43 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 
+from ._cgroups import Cgroups
 from ._isolation import (
-    CAP_DAC_READ_SEARCH,
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
     CLONE_NEWUSER,
     CLONE_NEWUTS,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
-    MS_PRIVATE,
-    MS_RDONLY,
-    MS_REC,
-    PR_CAP_AMBIENT,
     PR_SET_CHILD_SUBREAPER,
     PR_SET_DUMPABLE,
-    PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG,
-    SECCOMP_ARCH,
     SETUP_FAILED,
+    SYSCALLS,
+    WORKDIR,
     Tier,
     c_call,
     close_all_except,
-    drop_bounding_set,
+    drop_capabilities,
+    enter_minimal_root,
+    install_seccomp,
     libc,
-    mount,
     prctl,
-    read_only_root,
     reap_children,
-    seccomp_no_inet,
-    set_capabilities,
+    stdlib_open_to_others,
 )
 from ._jobs import KEPT_OUTPUT, CodeJob, ExecutionResult, read_frame, write_frame
+from ._judge import judge
 from ._prepare import PreparedTests, prepare_tests
-from ._record import record
-from ._replay import ParsedTrace, parse_trace, replay
+from ._serve import serve
 
-_OUTPUT_LIMIT = 1 << 20  # stdout + stderr bytes before the run is stopped (output_limit)
-_TRACE_LIMIT = 32 << 20  # bytes of recorded calls before the run is stopped (output_limit)
-_WORKDIR_MB = 64  # size of the tmpfs working directory
+_PIDS = 64  # processes (and threads) per sandbox, its launcher included
+_FDS = 32  # open files per process of the sandbox
+_JUDGE_GRACE_S = 2.0  # the judge's time to finish once the sandbox has ended
+_JUDGE_MIN_MB = 256  # the judge's memory budget is the job's, but at least this
+_REPORT_LIMIT = 16 << 20  # bytes of the judge's report read
 _NOBODY = 65534
 
 
@@ -74,25 +67,28 @@ class _Run:
     exit_code: int | None = None  # the sandbox's exit status, if it exited
     killed_by: int | None = None  # the signal that ended it, if one did
     timed_out: bool = False
-    output_exceeded: bool = False
+    oom_killed: bool = False  # the kernel killed a process of its cgroup for memory
     setup_error: str = ""
     warnings: tuple[str, ...] = ()
     stdout: bytes = b""
     stderr: bytes = b""
-    trace: bytes = b""
+    report: dict | None = None  # the judge's (see _judge.judge); None if it did not finish
 
 
 class SandboxWorker:
-    """One worker process: a zygote that launches sandboxes, and the judge of their traces.
+    """One worker process: a zygote that launches sandboxes, and the judges that test them.
 
     The zygote is forked before any job arrives, so the sandboxes it forks in turn hold no test
-    data (no expected values) in memory: only the job sent to each one over its stdin.
+    data in memory: only the program and setup sent to each one over its stdin.
     """
 
-    def __init__(self, use_namespaces: bool, site: Sequence[str]):
+    def __init__(self, use_namespaces: bool):
         self._root = os.geteuid() == 0
-        self._site = tuple(site)
         self._cache: dict[tuple, PreparedTests] = {}
+        self._cgroups, self._cgroup_note = Cgroups.probe()
+        self._stdlib_open = not self._root or stdlib_open_to_others()  # for a program run as nobody
+        self._mountpoint = tempfile.mkdtemp(prefix="score-sandbox-root-")  # stays empty on the host
+        gc.freeze()  # collections in the forks below skip what they inherit, instead of copying its pages
         self._zygote_socket, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._zygote = os.fork()
         if self._zygote == 0:
@@ -107,16 +103,20 @@ class SandboxWorker:
             os.waitpid(self._zygote, 0)
         except ChildProcessError:  # already reaped
             pass
+        if self._cgroups:
+            self._cgroups.close()
+        os.rmdir(self._mountpoint)
 
     def _probe(self, use_namespaces: bool) -> Tier:
         """The strongest tier under which a trivial job passes, tried through the real launch path."""
         everything = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
-        tiers = []
+        namespaces = []
         if use_namespaces:
-            tiers.append(Tier(everything | CLONE_NEWUSER, False, False))
+            namespaces.append(everything | CLONE_NEWUSER)
             if self._root:
-                tiers.append(Tier(everything, False, False))
-        tiers += [Tier(0, platform.machine() in SECCOMP_ARCH, False), Tier(0, False, True)]
+                namespaces.append(everything)
+        namespaces.append(0)
+        tiers = [Tier(ns, seccomp) for ns in namespaces for seccomp in ((True, False) if SYSCALLS else (False,))]
         probe = CodeJob.mbpp("def f(x):\n    return x + 1\n", ["assert f(1) == 2"], timeout_s=10.0)
         failures = []
         for tier in tiers:
@@ -128,7 +128,7 @@ class SandboxWorker:
         raise RuntimeError("no sandbox tier works here: " + "; ".join(failures))
 
     def run(self, job: CodeJob | dict) -> dict:
-        """Phase A in a sandbox, phase B in the judge; the verdict as ExecutionResult fields."""
+        """The program in a sandbox, the tests in the judge; the verdict as ExecutionResult fields."""
         job = job if isinstance(job, CodeJob) else CodeJob(**{**job, "tests": tuple(job["tests"])})
         start = time.monotonic()
         total = len(job.tests)
@@ -153,22 +153,20 @@ class SandboxWorker:
             tests = self._prepared(job)
         except (SyntaxError, ValueError) as e:
             return result("test_error", error=f"the tests themselves do not compile: {e}")
-        job_data = (job.program, tests.setup, tests.names, tests.stripped, self._site, self.tier.audit_hook)
-        run = self._launch(marshal.dumps(job_data), job.timeout_s, job.memory_mb)
-        trace = parse_trace(run.trace)
+        payload = marshal.dumps((job.program, job.setup, not self.tier.seccomp))
+        run = self._launch(tests, payload, job.timeout_s, job.memory_mb)
+        report = run.report or {}
         if run.setup_error:
             return result("crashed", error=f"sandbox setup failed: {run.setup_error}", run=run)
-        if trace.syntax_error is not None:
-            return result("syntax_error", error=trace.syntax_error, run=run)
+        if report.get("syntax_error") is not None:
+            return result("syntax_error", error=str(report["syntax_error"]), run=run)
         if run.timed_out:
             return result("timeout", error=f"timed out after {job.timeout_s} s", run=run)
-        if run.output_exceeded:
-            return result("output_limit", error="output exceeded the limit", run=run)
-        verdicts = self._judge(tests, trace, max(2.0, job.timeout_s), job.memory_mb)
-        passed_units = sum(ok for ok, _ in verdicts)
+        verdicts = report.get("verdicts") or [(False, "the judge did not finish")] * total
+        passed_units = sum(bool(ok) for ok, _ in verdicts)
         failures = [f"test {i}: {message}" for i, (ok, message) in enumerate(verdicts) if not ok]
-        if trace.program_error:
-            failures.insert(0, f"the program raised {trace.program_error}")
+        if report.get("program_error"):
+            failures.insert(0, f"the program raised {report['program_error']}")
         if run.killed_by is not None:
             failures.insert(0, f"the program was killed by signal {run.killed_by}")
         elif run.exit_code:
@@ -176,11 +174,11 @@ class SandboxWorker:
         if not failures and passed_units == total:
             return result("passed", passed_units, run=run)
         error = "; ".join(failures)
-        if trace.memory_error or b"MemoryError" in run.stderr:
+        if run.oom_killed or report.get("memory_error") or b"MemoryError" in run.stderr:
             return result("memory", passed_units, error, run)
         if run.killed_by in (signal.SIGXCPU, signal.SIGKILL):  # the CPU-time rlimit
             return result("timeout", passed_units, f"CPU time limit: {error}", run)
-        if run.killed_by is not None or run.exit_code or not trace.done and not trace.program_error:
+        if run.killed_by is not None or run.exit_code or report.get("failure") or run.report is None:
             return result("crashed", passed_units, error or "the run ended before the tests finished", run)
         return result("failed", passed_units, error, run)
 
@@ -198,48 +196,75 @@ class SandboxWorker:
         parts = [
             "user-ns" if tier.userns else "uid-nobody" if self._root else "same-uid",
             "pid-ns" if tier.namespaces & CLONE_NEWPID else "process-tree",
-            "ro-root+tmpfs-workdir" if tier.namespaces & CLONE_NEWNS else "tmp-workdir",
+            "minimal-root" if tier.namespaces & CLONE_NEWNS else "host-root",
+            "seccomp" if tier.seccomp else "audit-hook",
+            self._cgroup_note,
+            *(() if tier.namespaces or self._stdlib_open else ("stdlib-unreadable",)),
             *run.warnings,
         ]
         return network, "+".join(parts)
 
-    # -- phase A: the worker's side -------------------------------------------------------------
+    # -- the worker's side ----------------------------------------------------------------------
 
-    def _launch(self, payload: bytes, timeout_s: float, memory_mb: int) -> _Run:
-        """Ask the zygote for a sandbox, feed it `payload`, supervise it; clean up everything."""
-        workdir = tempfile.mkdtemp(prefix="score-sandbox-")
-        if self._root and not self.tier.userns:
-            os.chown(workdir, _NOBODY, _NOBODY)
+    def _launch(self, tests: PreparedTests, payload: bytes, timeout_s: float, memory_mb: int) -> _Run:
+        """Ask the zygote for a sandbox, fork the judge that drives it, supervise both; clean up."""
+        if self.tier.namespaces & CLONE_NEWNS:  # where the minimal root is mounted, in the sandbox's namespace only
+            hostdir = self._mountpoint
+        else:  # the work dir itself
+            hostdir = tempfile.mkdtemp(prefix="score-sandbox-")
+            if self._root:
+                os.chown(hostdir, _NOBODY, _NOBODY)
+        warnings: tuple[str, ...] = ()
+        oom_kills = None
+        if self._cgroups:
+            try:
+                oom_kills = self._cgroups.prepare(memory_mb << 20, _PIDS)
+            except OSError as e:
+                warnings = (f"no-cgroup(prepare: {e.strerror})",)
         job_r, job_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        trace_r, trace_w = os.pipe()
+        req_r, req_w = os.pipe()  # judge -> sandbox: calls into the program
+        rep_r, rep_w = os.pipe()  # sandbox -> judge: their answers
         status_r, status_w = os.pipe()  # launcher -> worker; EOF once the launcher exited
         sync_r, sync_w = os.pipe()  # launcher -> worker: "namespaces made, write my id maps"
         go_r, go_w = os.pipe()
         keep_r, keep_w = os.pipe()  # worker -> launcher; closing it means "kill the sandbox now"
+        report_r, report_w = os.pipe()  # judge -> worker
         params = {
-            "workdir": workdir,
+            "hostdir": hostdir,
             "timeout_s": timeout_s,
             "memory_mb": memory_mb,
             "namespaces": self.tier.namespaces,
             "seccomp": self.tier.seccomp,
+            "cgroup": self._cgroups.procs_files if oom_kills is not None else [],
         }
         start = time.monotonic()
-        theirs = (job_r, out_w, err_w, trace_w, status_w, sync_w, go_r, keep_r)
+        theirs = (job_r, out_w, err_w, req_r, rep_w, status_w, sync_w, go_r, keep_r)
+        judge_pid = None
         try:
-            socket.send_fds(self._zygote_socket, [json.dumps(params).encode()], theirs)
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        try:
+            try:
+                socket.send_fds(self._zygote_socket, [json.dumps(params).encode()], theirs)
+            finally:
+                for fd in theirs:
+                    os.close(fd)
             if self.tier.userns:
                 self._map_ids(sync_r, go_w)
-            return self._supervise(job_w, payload, out_r, err_r, trace_r, status_r, keep_w, start + timeout_s)
-        finally:
-            for fd in (sync_r, go_w, out_r, err_r, trace_r, status_r):
+            judge_pid = self._fork_judge(tests, payload, (job_w, req_w, rep_r, report_w), timeout_s, memory_mb)
+            for fd in (job_w, req_w, rep_r, report_w):
                 os.close(fd)
-            shutil.rmtree(workdir, ignore_errors=True)
+            run = self._supervise(out_r, err_r, status_r, report_r, keep_w, judge_pid, start + timeout_s)
+            run.warnings = warnings + run.warnings
+            run.oom_killed = oom_kills is not None and self._cgroups.oom_kills() > oom_kills
+            return run
+        finally:
+            if judge_pid is None:
+                for fd in (job_w, req_w, rep_r, report_w, keep_w):
+                    os.close(fd)
+            for fd in (sync_r, go_w, out_r, err_r, status_r, report_r):
+                os.close(fd)
+            if hostdir != self._mountpoint:
+                shutil.rmtree(hostdir, ignore_errors=True)
 
     def _map_ids(self, sync_r: int, go_w: int) -> None:
         """Write the launcher's user-namespace id maps (it has unshared and waits on `go`)."""
@@ -247,7 +272,7 @@ class SandboxWorker:
         if not line.strip().isdigit():
             return  # the launcher failed before unsharing; it reports on the status pipe
         launcher = int(line)
-        if self._root:  # ns uid 0 = root (so DAC_READ_SEARCH covers root's files), ns uid 1 = nobody
+        if self._root:  # ns uid 0 = root (builds the minimal root), ns uid 1 = nobody (runs the program)
             maps = (f"0 0 1\n1 {_NOBODY} 1\n", f"0 0 1\n1 {_NOBODY} 1\n")
         else:
             with open(f"/proc/{launcher}/setgroups", "w") as f:
@@ -258,42 +283,62 @@ class SandboxWorker:
                 f.write(text)
         os.write(go_w, b"g")
 
-    def _supervise(self, job_w, payload, out_r, err_r, trace_r, status_r, keep_w, deadline) -> _Run:
-        """Feed the job, collect output within the caps, stop at exit, timeout or overflow."""
+    def _fork_judge(self, tests: PreparedTests, payload: bytes, fds: tuple, timeout_s: float, memory_mb: int) -> int:
+        """The judge: a fork of this worker, limited in CPU time and memory, that writes its report
+        (or nothing, if it dies) to the last of `fds`."""
+        pid = os.fork()
+        if pid:
+            return pid
+        job_w, req_w, rep_r, report_w = fds
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            close_all_except(0, 1, 2, *fds)
+            resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(timeout_s + _JUDGE_GRACE_S) + 1,) * 2)
+            with open("/proc/self/statm") as f:  # what this fork maps already, plus the job's budget
+                mapped = int(f.read().split()[0]) * resource.getpagesize()
+            budget = max(memory_mb, _JUDGE_MIN_MB) << 20
+            resource.setrlimit(resource.RLIMIT_AS, (mapped + budget,) * 2)
+            data = json.dumps(judge(tests, payload, job_w, req_w, rep_r)).encode()
+        except BaseException as e:
+            data = json.dumps({"error": f"judge error: {e!r}"[:KEPT_OUTPUT]}).encode()
+        try:
+            while data:
+                data = data[os.write(report_w, data) :]
+        finally:
+            os._exit(0)
+
+    def _supervise(self, out_r, err_r, status_r, report_r, keep_w, judge_pid, deadline) -> _Run:
+        """Collect output (kept up to a cap, the rest read and dropped), the launcher's status and
+        the judge's report; at the deadline stop the sandbox, then the judge."""
         run = _Run()
-        buffers = {out_r: bytearray(), err_r: bytearray(), trace_r: bytearray(), status_r: bytearray()}
-        counts = dict.fromkeys(buffers, 0)
+        buffers = {out_r: bytearray(), err_r: bytearray(), status_r: bytearray(), report_r: bytearray()}
+        caps = {out_r: KEPT_OUTPUT, err_r: KEPT_OUTPUT, status_r: 1 << 16, report_r: _REPORT_LIMIT}
         open_fds = set(buffers)
-        os.set_blocking(job_w, False)
-        while status_r in open_fds:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                run.timed_out = True
-                break
-            readable, writable, _ = select.select(list(open_fds), [job_w] if payload else [], [], remaining)
-            if writable:
-                try:
-                    payload = payload[os.write(job_w, payload) :]
-                except BrokenPipeError:
-                    payload = b""
-                if not payload:
-                    os.close(job_w)
-            self._read_available(readable, buffers, counts, open_fds, trace_r)
-            if counts[out_r] + counts[err_r] > _OUTPUT_LIMIT or counts[trace_r] > _TRACE_LIMIT:
-                run.output_exceeded = True
-                break
-        if payload:
-            os.close(job_w)
+
+        def pump(until: float, watch: tuple[int, ...]) -> None:
+            while any(fd in open_fds for fd in watch) and (remaining := until - time.monotonic()) > 0:
+                for fd in select.select(list(open_fds), [], [], remaining)[0]:
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        open_fds.discard(fd)
+                    elif len(buffers[fd]) < caps[fd]:
+                        buffers[fd] += chunk[: caps[fd] - len(buffers[fd])]
+
+        pump(deadline, (status_r, report_r))
+        run.timed_out = status_r in open_fds or report_r in open_fds  # still running at the deadline
         os.close(keep_w)  # the launcher kills the sandbox (if still running), reaps it, and exits
-        stop = time.monotonic() + 5.0
-        while status_r in open_fds and time.monotonic() < stop:
-            readable = select.select([status_r], [], [], stop - time.monotonic())[0]
-            self._read_available(readable, buffers, counts, open_fds, trace_r)
+        pump(time.monotonic() + 5.0, (status_r,))
         status = bytes(buffers[status_r]).decode(errors="replace").splitlines()
         if status_r in open_fds:  # a stuck launcher; it still holds the pipe, so the pid is still its
             for line in status:
                 if line.startswith("L") and line[1:].isdigit():
                     os.kill(int(line[1:]), signal.SIGKILL)
+        pump(time.monotonic() + _JUDGE_GRACE_S, (report_r,))
+        if report_r in open_fds:
+            os.kill(judge_pid, signal.SIGKILL)
+        os.waitpid(judge_pid, 0)
         for line in status:
             if line.startswith("X") and line[1:].isdigit():
                 run.exit_code = int(line[1:])
@@ -305,26 +350,17 @@ class SandboxWorker:
                 run.warnings += (line[1:],)
         if not self.tier.namespaces & CLONE_NEWPID:
             self._kill_descendants()
-        open_fds.discard(status_r)
-        stop = time.monotonic() + 1.0
-        while open_fds and time.monotonic() < stop:  # what the dead sandbox left in the pipes
-            readable = select.select(list(open_fds), [], [], stop - time.monotonic())[0]
-            self._read_available(readable, buffers, counts, open_fds, trace_r)
+        open_fds -= {status_r, report_r}
+        pump(time.monotonic() + 1.0, (out_r, err_r))  # what the dead sandbox left in the pipes
         if run.exit_code is None and run.killed_by is None and not run.setup_error:
             run.setup_error = "the launcher died"
-        run.stdout, run.stderr, run.trace = bytes(buffers[out_r]), bytes(buffers[err_r]), bytes(buffers[trace_r])
+        run.stdout, run.stderr = bytes(buffers[out_r]), bytes(buffers[err_r])
+        try:
+            report = json.loads(bytes(buffers[report_r]))
+            run.report = report if type(report) is dict and "verdicts" in report else None
+        except ValueError:
+            run.report = None
         return run
-
-    @staticmethod
-    def _read_available(readable, buffers, counts, open_fds, trace_r) -> None:
-        for fd in readable:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                open_fds.discard(fd)
-                continue
-            counts[fd] += len(chunk)
-            if len(buffers[fd]) < (_TRACE_LIMIT if fd == trace_r else KEPT_OUTPUT):
-                buffers[fd] += chunk
 
     def _kill_descendants(self) -> None:
         """No PID namespace: kill every process below this worker (but the zygote) until none is
@@ -357,7 +393,7 @@ class SandboxWorker:
             reap_children()  # the orphans that were ours
             time.sleep(0.001)
 
-    # -- phase A: the zygote's side ---------------------------------------------------------------
+    # -- the zygote's side ----------------------------------------------------------------------
 
     def _serve_zygote(self, sock: socket.socket) -> None:
         """The zygote: fork a launcher per request; never returns."""
@@ -382,11 +418,18 @@ class SandboxWorker:
             os._exit(1)
 
     def _launcher(self, params: dict, fds: list[int]) -> None:
-        """New session, namespaces, mounts; forks the sandbox, kills it when told, reports its exit."""
-        job_r, out_w, err_w, trace_w, status_w, sync_w, go_r, keep_r = fds
+        """Joins the sandbox's cgroup, makes the namespaces, forks the sandbox, kills it when told,
+        reports its exit."""
+        job_r, out_w, err_w, req_r, rep_w, status_w, sync_w, go_r, keep_r = fds
         zygote = os.getppid()
         try:
             os.write(status_w, f"L{os.getpid()}\n".encode())
+            for path in params["cgroup"]:  # before unsharing: the host's cgroupfs needs host root
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, str(os.getpid()).encode())
+                finally:
+                    os.close(fd)
             os.setsid()
             namespaces = params["namespaces"]
             if namespaces & CLONE_NEWUSER:
@@ -397,32 +440,13 @@ class SandboxWorker:
                 os.write(sync_w, f"{os.getpid()}\n".encode())
                 if os.read(go_r, 1) != b"g":
                     raise OSError("the worker did not map our user namespace ids")
-            warnings = []
-            if namespaces & CLONE_NEWNS:
-                mount(None, "/", None, MS_REC | MS_PRIVATE)
-                try:
-                    read_only_root()
-                except OSError as e:
-                    warnings.append(f"root-writable({e.strerror})")
-                owner = (
-                    ("uid=1,gid=1" if namespaces & CLONE_NEWUSER else f"uid={_NOBODY},gid={_NOBODY}")
-                    if self._root
-                    else "uid=0,gid=0"
-                )
-                mount(
-                    "tmpfs",
-                    params["workdir"],
-                    "tmpfs",
-                    MS_NOSUID | MS_NODEV,
-                    f"size={_WORKDIR_MB}m,nr_inodes=4096,mode=0700,{owner}",
-                )
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != zygote:
                 os._exit(SETUP_FAILED)
             life_r, life_w = os.pipe()
             sandbox = os.fork()
             if sandbox == 0:
-                self._sandbox(params, (job_r, out_w, err_w, trace_w), status_w, life_r, warnings)
+                self._sandbox(params, (job_r, out_w, err_w, req_r, rep_w), status_w, life_r)
             try:
                 watch = [keep_r, os.pidfd_open(sandbox)]  # readable when the sandbox exits
             except (AttributeError, OSError):  # no pidfd (Linux < 5.3): poll
@@ -446,56 +470,42 @@ class SandboxWorker:
             finally:
                 os._exit(SETUP_FAILED)
 
-    def _sandbox(self, params: dict, fds: tuple, status_w: int, life_r: int, warnings: list[str]) -> None:
-        """The sandbox process (PID 1 of its namespace where there is one): limits, then phase A."""
+    def _sandbox(self, params: dict, fds: tuple, status_w: int, life_r: int) -> None:
+        """The sandbox process (PID 1 of its namespace where there is one): root, limits, then the program."""
         try:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if select.select([life_r], [], [], 0)[0]:  # the launcher died before PDEATHSIG was armed
                 os._exit(SETUP_FAILED)
-            namespaces = params["namespaces"]
-            if namespaces & CLONE_NEWPID and namespaces & CLONE_NEWNS:
-                try:
-                    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
-                except OSError as e:  # (a container that masks parts of /proc) hide the host's instead
-                    try:
-                        mount("tmpfs", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
-                        warnings.append(f"proc-hidden({e.strerror})")
-                    except OSError:
-                        warnings.append(f"host-proc-visible({e.strerror})")
+            namespaces, warnings = params["namespaces"], []
+            uid = (1 if namespaces & CLONE_NEWUSER else _NOBODY) if self._root else None
+            if namespaces & CLONE_NEWNS:
+                owner = f"uid={uid},gid={uid}" if uid is not None else "uid=0,gid=0"
+                enter_minimal_root(params["hostdir"], owner, warnings)
+                workdir = WORKDIR
+            else:
+                workdir = params["hostdir"]
             cpu = math.ceil(params["timeout_s"]) + 1
             for limit, value in (
                 (resource.RLIMIT_AS, params["memory_mb"] << 20),
                 (resource.RLIMIT_CPU, cpu),
                 (resource.RLIMIT_FSIZE, 16 << 20),
-                (resource.RLIMIT_NOFILE, 256),
+                (resource.RLIMIT_NOFILE, _FDS),
                 (resource.RLIMIT_CORE, 0),
             ):
                 resource.setrlimit(limit, (value, value))
-            if namespaces & CLONE_NEWUSER or self._root:  # a uid of its own: counts only the sandbox
-                resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))
-            if self._root:  # nobody, keeping only the right to read (and search) what root can read
-                keep = 1 << CAP_DAC_READ_SEARCH
-                drop_bounding_set(keep)
-                prctl(PR_SET_KEEPCAPS, 1)
-                uid = 1 if namespaces & CLONE_NEWUSER else _NOBODY
-                os.setgroups([])
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
-                set_capabilities(keep)
-                prctl(PR_CAP_AMBIENT, 2, CAP_DAC_READ_SEARCH)  # PR_CAP_AMBIENT_RAISE: kept across exec
-            elif namespaces & CLONE_NEWUSER:  # root of the namespace: drop every capability
-                drop_bounding_set(0)
-                set_capabilities(0)
+            if not params["cgroup"] and (namespaces & CLONE_NEWUSER or self._root):  # counts only the sandbox's uid
+                resource.setrlimit(resource.RLIMIT_NPROC, (_PIDS, _PIDS))
+            if uid is not None or namespaces & CLONE_NEWUSER:
+                drop_capabilities(uid)
             prctl(PR_SET_NO_NEW_PRIVS, 1)
             if params["seccomp"]:
-                seccomp_no_inet()
-            high = [os.dup(fd) for fd in fds]  # above 3, so the dup2s below cannot clobber a source
+                install_seccomp()
+            high = [os.dup(fd) for fd in fds]  # above 4, so the dup2s below cannot clobber a source
             for target, fd in enumerate(high):
                 os.dup2(fd, target)
             if warnings:
                 os.write(status_w, "".join(f"W{w}\n" for w in warnings).encode())
-            close_all_except(0, 1, 2, 3)
-            workdir = params["workdir"]
+            close_all_except(0, 1, 2, 3, 4)
             os.chdir(workdir)
             os.environ.clear()
             os.environ.update(
@@ -522,52 +532,7 @@ class SandboxWorker:
                 os.write(status_w, f"E{e}\n".encode())
             finally:
                 os._exit(SETUP_FAILED)
-        record(job)
-
-    # -- phase B --------------------------------------------------------------------------------
-
-    def _judge(
-        self, tests: PreparedTests, trace: ParsedTrace, timeout_s: float, memory_mb: int
-    ) -> list[tuple[bool, str]]:
-        """Run the original tests in a fork of this worker, answering the program's calls from
-        `trace`; one (passed, message) per unit."""
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read_fd)
-                null = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(null, fd)
-                resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(timeout_s) + 1,) * 2)
-                with open("/proc/self/statm") as f:  # what this fork maps already, plus the job's budget
-                    mapped = int(f.read().split()[0]) * resource.getpagesize()
-                resource.setrlimit(resource.RLIMIT_AS, (mapped + (memory_mb << 20),) * 2)
-                data = json.dumps(replay(tests, trace)).encode()
-            except BaseException as e:
-                data = json.dumps([[False, f"judge error: {e!r}"[:KEPT_OUTPUT]]] * len(tests.full)).encode()
-            while data:
-                data = data[os.write(write_fd, data) :]
-            os._exit(0)
-        os.close(write_fd)
-        chunks, deadline = [], time.monotonic() + timeout_s
-        try:
-            while (remaining := deadline - time.monotonic()) > 0:
-                if select.select([read_fd], [], [], remaining)[0]:
-                    chunk = os.read(read_fd, 1 << 16)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-            else:
-                os.kill(pid, signal.SIGKILL)
-        finally:
-            os.close(read_fd)
-            os.waitpid(pid, 0)
-        try:
-            verdicts = json.loads(b"".join(chunks))
-            return [(bool(ok), str(message)) for ok, message in verdicts]
-        except (ValueError, TypeError):
-            return [(False, f"the tests did not finish within {timeout_s} s in the judge")] * len(tests.full)
+        serve(job)
 
 
 def sandbox_worker_main(options: str) -> None:
