@@ -51,13 +51,36 @@ HF_CONFIGS = {
         ),
     ),
     "qwen2": dict(_COMMON, num_hidden_layers=2, rope_parameters=dict(rope_type="default", rope_theta=1_000_000.0)),
+    "qwen3": dict(_COMMON, num_hidden_layers=2, rope_parameters=dict(rope_type="default", rope_theta=1_000_000.0)),
+    # Window (4) shorter than the test sequences; layers local, local, global, local; each kind with
+    # its own RoPE, the global one linearly scaled as in Gemma 3 4B and up.
+    "gemma3": dict(
+        _COMMON,
+        num_hidden_layers=4,
+        sliding_window=4,
+        query_pre_attn_scalar=24,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters=dict(
+            full_attention=dict(rope_type="linear", factor=8.0, rope_theta=1_000_000.0),
+            sliding_attention=dict(rope_type="default", rope_theta=10_000.0),
+        ),
+    ),
 }
-_CONFIG_CLASSES = {"gemma": "GemmaConfig", "gemma2": "Gemma2Config", "llama": "LlamaConfig", "qwen2": "Qwen2Config"}
+_CONFIG_CLASSES = {
+    "gemma": "GemmaConfig",
+    "gemma2": "Gemma2Config",
+    "gemma3": "Gemma3TextConfig",
+    "llama": "LlamaConfig",
+    "qwen2": "Qwen2Config",
+    "qwen3": "Qwen3Config",
+}
 _MODEL_CLASSES = {
     "gemma": "GemmaForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
 }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import hf_fixtures as fx
 import jax
@@ -18,7 +19,7 @@ from score_jax.model import config as model_config
 from score_jax.model import transformer
 
 TOL = 1e-4
-LENGTHS, SEQ = [12, 9, 5, 1], 12  # left-padded; 12 > the gemma2 sliding window of 4
+LENGTHS, SEQ = [12, 9, 5, 1], 12  # left-padded; 12 > the gemma2 and gemma3 sliding windows of 4
 
 
 def _batch(vocab=256, lengths=LENGTHS, seq=SEQ):
@@ -36,7 +37,18 @@ def _max_diff(a, b, valid):
 
 @pytest.mark.parametrize(
     "family,tied",
-    [("gemma", True), ("gemma2", True), ("llama", False), ("llama", True), ("qwen2", True), ("qwen2", False)],
+    [
+        ("gemma", True),
+        ("gemma2", True),
+        ("gemma3", True),
+        ("gemma3", False),
+        ("llama", False),
+        ("llama", True),
+        ("qwen2", True),
+        ("qwen2", False),
+        ("qwen3", True),
+        ("qwen3", False),
+    ],
 )
 def test_import_export_matches_transformers(tmp_path, family, tied):
     model = fx.save_tiny_hf_checkpoint(tmp_path / "in", family, tied)
@@ -66,7 +78,25 @@ def test_gemma2_window_and_softcaps_are_exercised(tmp_path):
         assert _max_diff(_ours(config.replace(**change), params, batch), base, batch[1]) > 1e-2, change
 
 
-@pytest.mark.parametrize("family", ["gemma2", "qwen2"])
+def test_gemma3_window_rope_bases_and_qk_norms_are_exercised(tmp_path):
+    """The gemma3 parity cases would fail if the window, either RoPE setting or the q/k norms were ignored."""
+    fx.save_tiny_hf_checkpoint(tmp_path, "gemma3")
+    config, params = hf.load_hf_checkpoint(tmp_path)
+    assert (config.sliding_window, config.sliding_window_pattern, config.query_pre_attn_scalar) == (4, 3, 24)
+    assert (config.rope_theta, config.rope_linear_factor, config.rope_local_theta) == (1e6, 8.0, 1e4)
+    assert config.qk_norm and config.post_norms and config.attn_logit_softcap is None
+    batch = _batch()
+    base = _ours(config, params, batch)
+    changes = (dict(sliding_window=None), dict(rope_local_theta=None), dict(rope_linear_factor=None))
+    for change in changes:
+        assert _max_diff(_ours(config.replace(**change), params, batch), base, batch[1]) > 1e-2, change
+    for norm in ("q_norm", "k_norm"):
+        flat = jax.tree.map(np.zeros_like, params["layer_2"]["attn"][norm])  # (1 + 0) * x: no learned scale
+        changed = {**params, "layer_2": {**params["layer_2"], "attn": {**params["layer_2"]["attn"], norm: flat}}}
+        assert _max_diff(_ours(config, changed, batch), base, batch[1]) > 1e-2, norm
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3", "qwen2"])
 def test_scan_layers_import_and_export(tmp_path, family):
     model = fx.save_tiny_hf_checkpoint(tmp_path / "in", family)
     batch = _batch()
@@ -113,9 +143,9 @@ def test_sharded_files_with_index(tmp_path):
     assert _max_diff(fx.hf_logits(fx.load_hf_model(tmp_path / "out"), *batch), ref, batch[1]) <= TOL
 
 
-@pytest.mark.parametrize("rules,mesh_shape", MESHES)
-def test_sharded_import(tmp_path, rules, mesh_shape):
-    fx.save_tiny_hf_checkpoint(tmp_path, "qwen2", tied=False)
+@pytest.mark.parametrize("rules,mesh_shape,family", [(*m, "qwen2") for m in MESHES] + [(*MESHES[-1], "gemma3")])
+def test_sharded_import(tmp_path, rules, mesh_shape, family):
+    fx.save_tiny_hf_checkpoint(tmp_path, family, tied=False)
     config, single = hf.load_hf_checkpoint(tmp_path, scan_layers=True)
     mesh = sharding.make_mesh(mesh_shape)
     config, params = hf.load_hf_checkpoint(tmp_path, mesh, rules, scan_layers=True)
@@ -129,7 +159,8 @@ def test_sharded_import(tmp_path, rules, mesh_shape):
 
 
 def test_config_round_trips_for_real_presets():
-    for name in ("gemma_2b", "gemma2_9b", "llama3p2_1b", "llama3p1_8b", "qwen2p5_0p5b", "qwen2p5_7b"):
+    names = ("gemma_2b", "gemma2_9b", "gemma3_1b", "gemma3_27b", "llama3p2_1b", "llama3p1_8b", "qwen2p5_7b", "qwen3_8b")
+    for name in names:
         preset = model_config.get_preset(name)
         assert hf.model_config_from_hf(hf.hf_config_from_model(preset)) == preset, name
 
@@ -170,16 +201,92 @@ def test_transformers4_style_config():
     }
     config = hf.model_config_from_hf(gemma2_v4)
     assert (config.sliding_window, config.sliding_window_pattern, config.tie_embeddings) == (4096, 2, True)
+    qwen3_v4 = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "max_position_embeddings": 40960,
+        "rope_theta": 1000000,
+        "rope_scaling": None,
+        "sliding_window": None,
+        "use_sliding_window": False,
+        "max_window_layers": 36,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+    }
+    assert hf.model_config_from_hf(qwen3_v4) == model_config.get_preset("qwen3_8b")
+
+
+# Gemma 3 as published (transformers 4.5x): 1B text-only; 12B multimodal, whose sparse text_config
+# leaves the head counts, head_dim and vocabulary to Gemma3TextConfig's defaults.
+GEMMA3_1B = {
+    "architectures": ["Gemma3ForCausalLM"],
+    "model_type": "gemma3_text",
+    "eos_token_id": [1, 106],
+    "vocab_size": 262144,
+    "hidden_size": 1152,
+    "intermediate_size": 6912,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "query_pre_attn_scalar": 256,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000,
+    "rope_local_base_freq": 10000,
+    "rope_scaling": None,
+    "sliding_window": 512,
+    "sliding_window_pattern": 6,
+    "attn_logit_softcapping": None,
+    "final_logit_softcapping": None,
+    "hidden_activation": "gelu_pytorch_tanh",
+}
+GEMMA3_12B = {
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "model_type": "gemma3",
+    "eos_token_id": [1, 106],
+    "text_config": {
+        "hidden_size": 3840,
+        "intermediate_size": 15360,
+        "model_type": "gemma3_text",
+        "num_attention_heads": 16,
+        "num_hidden_layers": 48,
+        "num_key_value_heads": 8,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "sliding_window": 1024,
+    },
+    "vision_config": {"model_type": "siglip_vision_model"},
+}
+
+
+@pytest.mark.parametrize("hf_config,preset", [(GEMMA3_1B, "gemma3_1b"), (GEMMA3_12B, "gemma3_12b")])
+def test_published_gemma3_configs(hf_config, preset):
+    config = hf.model_config_from_hf(hf_config)
+    assert config == model_config.get_preset(preset)
+    assert [i for i in range(12) if not config.is_local_layer(i)] == [5, 11]
+    written = hf.hf_config_from_model(config, base=hf_config)
+    assert (written["model_type"], written["eos_token_id"], "vision_config" in written) == (
+        "gemma3_text",
+        [1, 106],
+        False,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Errors: each names what is wrong.
 
 
-@pytest.fixture
-def llama_dir(tmp_path):
-    fx.save_tiny_hf_checkpoint(tmp_path / "ckpt", "llama", tied=False)
-    return tmp_path / "ckpt"
+@pytest.fixture(params=["llama", "qwen3", "gemma3"])
+def ckpt_dir(request, tmp_path):
+    """An untied checkpoint of one family, in a directory named for it."""
+    fx.save_tiny_hf_checkpoint(tmp_path / request.param, request.param, tied=False)
+    return tmp_path / request.param
 
 
 def _edit_config(directory, **changes):
@@ -194,63 +301,67 @@ def _edit_tensors(directory, edit):
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
 
 
-def test_error_unsupported_architecture(llama_dir):
-    _edit_config(llama_dir, model_type="mistral", architectures=["MistralForCausalLM"])
+def test_error_unsupported_architecture(ckpt_dir):
+    _edit_config(ckpt_dir, model_type="mistral", architectures=["MistralForCausalLM"])
     with pytest.raises(hf.HFCheckpointError, match="unsupported architecture: model_type='mistral'"):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_unsupported_rope(llama_dir):
-    _edit_config(llama_dir, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0})
+def test_error_unsupported_rope(ckpt_dir):
+    _edit_config(ckpt_dir, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0})
     with pytest.raises(hf.HFCheckpointError, match="RoPE type 'yarn' is not supported"):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_missing_tensor(llama_dir):
-    _edit_tensors(llama_dir, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
-    with pytest.raises(hf.HFCheckpointError, match=r"lacks 1 tensors .*model\.layers\.1\.mlp\.up_proj\.weight"):
-        hf.load_hf_checkpoint(llama_dir)
+def test_error_missing_tensor(ckpt_dir):
+    gone = ["model.layers.1.mlp.up_proj.weight"]
+    if ckpt_dir.name != "llama":  # and a q/k norm
+        gone.append("model.layers.1.self_attn.k_norm.weight")
+    _edit_tensors(ckpt_dir, lambda t: [t.pop(name) for name in gone])
+    with pytest.raises(hf.HFCheckpointError, match=f"lacks {len(gone)} tensors .*" + ", ".join(map(re.escape, gone))):
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_unexpected_tensor(llama_dir):
-    _edit_tensors(llama_dir, lambda t: t.update({"model.layers.0.mlp.extra.weight": np.zeros((2, 2), np.float32)}))
+def test_error_unexpected_tensor(ckpt_dir):
+    _edit_tensors(ckpt_dir, lambda t: t.update({"model.layers.0.mlp.extra.weight": np.zeros((2, 2), np.float32)}))
     with pytest.raises(hf.HFCheckpointError, match=r"does not use: model\.layers\.0\.mlp\.extra\.weight"):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_tied_config_with_lm_head(llama_dir):
-    _edit_config(llama_dir, tie_word_embeddings=True)
+def test_error_tied_config_with_lm_head(ckpt_dir):
+    _edit_config(ckpt_dir, tie_word_embeddings=True)
     with pytest.raises(hf.HFCheckpointError, match=r"lm_head\.weight with tie_word_embeddings=true"):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_shape_mismatch(llama_dir):
-    _edit_config(llama_dir, intermediate_size=96)
+def test_error_shape_mismatch(ckpt_dir):
+    _edit_config(ckpt_dir, intermediate_size=96)
+    mlp_tensors = 3 * fx.HF_CONFIGS[ckpt_dir.name]["num_hidden_layers"]
     with pytest.raises(
         hf.HFCheckpointError,
-        match=r"6 tensors have the wrong shape.*model\.layers\.0\.mlp\.down_proj\.weight: "
+        match=rf"{mlp_tensors} tensors have the wrong shape.*model\.layers\.0\.mlp\.down_proj\.weight: "
         r"expected \[64, 96\], found \[64, 128\]",
     ):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_missing_config(llama_dir):
-    os.remove(llama_dir / "config.json")
+def test_error_missing_config(ckpt_dir):
+    os.remove(ckpt_dir / "config.json")
     with pytest.raises(hf.HFCheckpointError, match="no config.json in"):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_no_safetensors(llama_dir):
-    os.rename(llama_dir / "model.safetensors", llama_dir / "pytorch_model.bin")
+def test_error_no_safetensors(ckpt_dir):
+    os.rename(ckpt_dir / "model.safetensors", ckpt_dir / "pytorch_model.bin")
     with pytest.raises(hf.HFCheckpointError, match=r"no \*\.safetensors files .*pytorch_model\.bin"):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
-def test_error_corrupt_safetensors(llama_dir):
-    path = llama_dir / "model.safetensors"
+def test_error_corrupt_safetensors(ckpt_dir):
+    path = ckpt_dir / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-1000])
     with pytest.raises(hf.HFCheckpointError, match="model.safetensors is not a readable safetensors file"):
-        hf.load_hf_checkpoint(llama_dir)
+        hf.load_hf_checkpoint(ckpt_dir)
 
 
 def test_error_index_names_absent_file(tmp_path):
@@ -267,8 +378,9 @@ def test_export_refuses_config_transformers_cannot_express():
         hf.hf_config_from_model(config)
 
 
-def test_failed_export_keeps_existing_directory(tmp_path, llama_dir, monkeypatch):
-    config, params = hf.load_hf_checkpoint(llama_dir)
+@pytest.mark.parametrize("ckpt_dir", ["llama"], indirect=True)
+def test_failed_export_keeps_existing_directory(tmp_path, ckpt_dir, monkeypatch):
+    config, params = hf.load_hf_checkpoint(ckpt_dir)
     out = tmp_path / "out"
     hf.save_hf_checkpoint(config, params, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -284,4 +396,4 @@ def test_failed_export_keeps_existing_directory(tmp_path, llama_dir, monkeypatch
     with pytest.raises(OSError, match="disk full"):
         hf.save_hf_checkpoint(config, params, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "out"]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llama", "out"]  # no temporary left behind

@@ -11,7 +11,7 @@ import pytest
 from score_jax import sharding
 from score_jax.model import get_preset, transformer
 
-SEQ = 16  # longer than tiny_gemma2's sliding window (8)
+SEQ = 16  # longer than tiny_gemma2's and tiny_gemma3's sliding windows (8)
 
 
 def _batch(vocab, lengths, gaps=(), seed=0):
@@ -43,7 +43,16 @@ def _params(config, seed=0):
 
 
 @pytest.mark.parametrize(
-    "preset,scan", [("tiny_gemma", False), ("tiny_gemma2", False), ("tiny_gemma2", True), ("tiny_qwen2", False)]
+    "preset,scan",
+    [
+        ("tiny_gemma", False),
+        ("tiny_gemma2", False),
+        ("tiny_gemma2", True),
+        ("tiny_qwen2", False),
+        ("tiny_qwen3", False),
+        ("tiny_gemma3", False),
+        ("tiny_gemma3", True),
+    ],
 )
 def test_prefill_and_decode_through_cache_match_full_forward(preset, scan):
     config = get_preset(preset, scan_layers=scan)
@@ -97,6 +106,8 @@ _LOGICAL = {
     "embedding": ("vocab", "embed"),
     "lm_head": ("embed", "vocab"),
     "scale": ("embed",),
+    "q_norm": ("head_dim",),
+    "k_norm": ("head_dim",),
     "q": ("embed", "heads", "head_dim"),
     "k": ("embed", "kv_heads", "head_dim"),
     "v": ("embed", "kv_heads", "head_dim"),
@@ -121,7 +132,8 @@ def check_param_shardings(params, rules: str) -> None:
     """Every parameter's PartitionSpec is what the rule set says for its logical axes."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         keys = [str(k.key) for k in path]
-        names = (("layers",) if keys[0] == "layers" else ()) + _LOGICAL[keys[-1]]
+        name = keys[-2] if keys[-2:-1] in (["q_norm"], ["k_norm"]) else keys[-1]  # their scales span head_dim
+        names = (("layers",) if keys[0] == "layers" else ()) + _LOGICAL[name]
         expected = tuple(_MESH_AXES[rules].get(n) for n in names)
         spec = tuple(leaf.sharding.spec) + (None,) * (leaf.ndim - len(leaf.sharding.spec))
         assert spec == expected, ("/".join(keys), spec, expected)

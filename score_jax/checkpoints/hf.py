@@ -41,15 +41,38 @@ from score_jax.model import transformer
 
 ModelConfig = model_config.ModelConfig
 
-# model_type -> architecture class name, for every family we read and write.
+# family -> transformers' architecture class, for every family we read and write.
 ARCHITECTURES = {
     "gemma": "GemmaForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+# config.json's model_type where it is not the family's name.
+_MODEL_TYPES = {"gemma3": "gemma3_text"}
+# Gemma 3 4B and up are published as Gemma3ForConditionalGeneration: this model_type, with the
+# decoder's config under "text_config".
+_GEMMA3_MULTIMODAL = "gemma3"
+# Gemma3TextConfig's defaults, which the published multimodal configs rely on (their text_config
+# names only what differs, e.g. 4B's head count and head_dim are absent).
+_GEMMA3_DEFAULTS = {
+    "vocab_size": 262_208,
+    "hidden_size": 2304,
+    "intermediate_size": 9216,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "max_position_embeddings": 131_072,
+    "query_pre_attn_scalar": 256,
+    "sliding_window": 4096,
+    "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0,
 }
 # Transformers' default for tie_word_embeddings when config.json leaves it out.
-_DEFAULT_TIED = {"gemma": True, "gemma2": True, "llama": False, "qwen2": False}
+_DEFAULT_TIED = {"gemma": True, "gemma2": True, "gemma3": True, "llama": False, "qwen2": False, "qwen3": False}
 # ModelConfig fields that do not change the architecture (and so are not part of config.json).
 _NUMERICS_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers", "attention_impl")
 
@@ -75,18 +98,35 @@ class HFCheckpointError(ValueError):
 # config.json <-> ModelConfig
 
 
+def _model_type(family: str) -> str:
+    return _MODEL_TYPES.get(family, family)
+
+
 def _family(hf: dict) -> str:
     model_type = hf.get("model_type")
-    if model_type in ARCHITECTURES:
-        return model_type
+    by_type = {_model_type(family): family for family in ARCHITECTURES}
+    if model_type in by_type:
+        return by_type[model_type]
     by_arch = {arch: family for family, arch in ARCHITECTURES.items()}
     for arch in hf.get("architectures") or ():
         if arch in by_arch:
             return by_arch[arch]
     raise HFCheckpointError(
         f"unsupported architecture: model_type={model_type!r}, architectures={hf.get('architectures')!r}; "
-        f"supported model types: {sorted(ARCHITECTURES)} ({sorted(ARCHITECTURES.values())})"
+        f"supported model types: {sorted(by_type)} ({sorted(ARCHITECTURES.values())})"
     )
+
+
+def _is_multimodal(hf: dict) -> bool:
+    return hf.get("model_type") == _GEMMA3_MULTIMODAL and isinstance(hf.get("text_config"), dict)
+
+
+def _text_config(hf: dict) -> dict:
+    """The decoder's config.json fields: a multimodal Gemma 3's text_config (with its token ids), else `hf`."""
+    if not _is_multimodal(hf):
+        return hf
+    ids = {k: hf[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in hf}
+    return ids | {"model_type": _model_type("gemma3")} | hf["text_config"]
 
 
 def _required(hf: dict, key: str):
@@ -95,31 +135,53 @@ def _required(hf: dict, key: str):
     return hf[key]
 
 
-def _rope(hf: dict) -> tuple[float, tuple[float, float, float, int] | None]:
-    """(rope_theta, llama3 scaling) from transformers 5 ``rope_parameters`` or 4.x ``rope_theta``/``rope_scaling``."""
-    params = hf.get("rope_parameters")
-    if params and all(isinstance(v, dict) for v in params.values()):  # one entry per layer type
-        distinct = {json.dumps(v, sort_keys=True) for v in params.values()}
-        if len(distinct) > 1:
-            raise HFCheckpointError(f"different RoPE settings per layer type are not supported: {params}")
-        params = next(iter(params.values()))
-    params = dict(params or hf.get("rope_scaling") or {})
-    theta = float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+def _one_rope(params: dict, theta: float) -> dict:
+    """ModelConfig's rope_theta, rope_llama3_scaling and rope_linear_factor for one RoPE setting."""
+    theta = float(params.get("rope_theta", theta))
     rope_type = params.get("rope_type", params.get("type", "default"))
-    if rope_type == "default":
-        return theta, None
-    if rope_type == "llama3":
-        try:
-            scaling = (
-                float(params["factor"]),
-                float(params["low_freq_factor"]),
-                float(params["high_freq_factor"]),
-                int(params["original_max_position_embeddings"]),
-            )
-        except KeyError as e:
-            raise HFCheckpointError(f"llama3 RoPE scaling {params} lacks {e.args[0]!r}") from None
-        return theta, scaling
-    raise HFCheckpointError(f"RoPE type {rope_type!r} is not supported; supported: 'default', 'llama3'")
+    fields = dict(rope_theta=theta, rope_llama3_scaling=None, rope_linear_factor=None)
+    keys = {
+        "default": (),
+        "linear": ("factor",),
+        "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    }
+    if rope_type not in keys:
+        raise HFCheckpointError(f"RoPE type {rope_type!r} is not supported; supported: {sorted(keys)}")
+    absent = [k for k in keys[rope_type] if k not in params]
+    if absent:
+        raise HFCheckpointError(f"{rope_type} RoPE scaling {params} lacks {absent[0]!r}")
+    if rope_type == "linear":
+        fields["rope_linear_factor"] = float(params["factor"])
+    elif rope_type == "llama3":
+        fields["rope_llama3_scaling"] = (
+            float(params["factor"]),
+            float(params["low_freq_factor"]),
+            float(params["high_freq_factor"]),
+            int(params["original_max_position_embeddings"]),
+        )
+    return fields
+
+
+def _rope(hf: dict) -> dict:
+    """ModelConfig's RoPE fields from transformers 5 ``rope_parameters`` (one setting, or one per layer
+    type) or 4.x ``rope_theta``/``rope_scaling``/``rope_local_base_freq`` (Gemma 3's local layers)."""
+    params = hf.get("rope_parameters")
+    theta = hf.get("rope_theta", 10_000.0)
+    if params and all(isinstance(v, dict) for v in params.values()):  # one entry per layer type
+        unknown = set(params) - {"full_attention", "sliding_attention"}
+        if unknown:
+            raise HFCheckpointError(f"RoPE settings for layer types {sorted(unknown)} are not supported")
+        global_ = params.get("full_attention", params.get("sliding_attention"))
+        local = params.get("sliding_attention", global_)
+    else:
+        global_ = dict(params or hf.get("rope_scaling") or {})
+        local = {"rope_theta": hf["rope_local_base_freq"]} if hf.get("rope_local_base_freq") else global_
+    fields, local_fields = _one_rope(global_, theta), _one_rope(local, theta)
+    if local_fields == fields:
+        return fields | {"rope_local_theta": None}
+    if local_fields["rope_llama3_scaling"] or local_fields["rope_linear_factor"]:
+        raise HFCheckpointError(f"scaled RoPE on sliding-window layers is not supported: {local}")
+    return fields | {"rope_local_theta": local_fields["rope_theta"]}
 
 
 def _sliding_window(hf: dict, family: str, num_layers: int) -> tuple[int | None, int]:
@@ -134,6 +196,9 @@ def _sliding_window(hf: dict, family: str, num_layers: int) -> tuple[int | None,
         local = [t == "sliding_attention" for t in layer_types]
     elif family == "gemma2":  # transformers 4.x: even layers are local
         local = [i % 2 == 0 for i in range(num_layers)]
+    elif family == "gemma3":  # transformers 4.x: every sliding_window_pattern-th layer is global
+        pattern = int(hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6)
+        local = [(i + 1) % pattern != 0 for i in range(num_layers)]
     elif hf.get("use_sliding_window"):
         raise HFCheckpointError("use_sliding_window=true without layer_types is not supported")
     else:
@@ -158,7 +223,10 @@ def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
     Raises:
       HFCheckpointError: unsupported architecture or feature, or a missing required field.
     """
+    hf = _text_config(hf)
     family = _family(hf)
+    if family == "gemma3":
+        hf = _GEMMA3_DEFAULTS | {k: v for k, v in hf.items() if v is not None}
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
         raise HFCheckpointError(f"unknown ModelConfig fields in overrides: {sorted(unknown)}")
@@ -181,9 +249,13 @@ def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
         raise HFCheckpointError(
             f"attention_bias=true is not supported for {family} (it adds an output-projection bias)"
         )
-    rope_theta, llama3_scaling = _rope(hf)
+    if hf.get("use_bidirectional_attention"):
+        raise HFCheckpointError("use_bidirectional_attention=true is not supported (score_jax decoders are causal)")
     window, pattern = _sliding_window(hf, family, num_layers)
-    gemma2 = family == "gemma2"
+    rope = _rope(hf)
+    if window is None:  # no local layers: their RoPE base is moot
+        rope["rope_local_theta"] = None
+    gemma2_or_3 = family in ("gemma2", "gemma3")
     fields = dict(
         family=family,
         vocab_size=int(_required(hf, "vocab_size")),
@@ -199,14 +271,14 @@ def model_config_from_hf(hf: dict, **overrides) -> ModelConfig:
         scale_embeddings="gemma" in family,
         tie_embeddings=bool(hf.get("tie_word_embeddings", _DEFAULT_TIED[family])),
         qkv_bias=family == "qwen2",
-        rope_theta=rope_theta,
-        rope_llama3_scaling=llama3_scaling,
-        attn_logit_softcap=hf.get("attn_logit_softcapping") if gemma2 else None,
-        final_logit_softcap=hf.get("final_logit_softcapping") if gemma2 else None,
+        qk_norm=family in ("qwen3", "gemma3"),
+        **rope,
+        attn_logit_softcap=hf.get("attn_logit_softcapping") if gemma2_or_3 else None,
+        final_logit_softcap=hf.get("final_logit_softcapping") if gemma2_or_3 else None,
         sliding_window=window,
         sliding_window_pattern=pattern,
-        post_norms=gemma2,
-        query_pre_attn_scalar=hf.get("query_pre_attn_scalar") if gemma2 else None,
+        post_norms=gemma2_or_3,
+        query_pre_attn_scalar=hf.get("query_pre_attn_scalar") if gemma2_or_3 else None,
         max_seq_len=int(hf.get("max_position_embeddings") or 8192),
     )
     try:
@@ -236,6 +308,8 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
     """
     c = config
     rope = {"rope_type": "default", "rope_theta": c.rope_theta}
+    if c.rope_linear_factor is not None:
+        rope.update(rope_type="linear", factor=c.rope_linear_factor)
     if c.rope_llama3_scaling is not None:
         factor, low, high, original = c.rope_llama3_scaling
         rope.update(
@@ -246,10 +320,10 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
             original_max_position_embeddings=original,
         )
     dtype = dtype or c.param_dtype
-    hf = dict(base or {})
+    hf = _text_config(dict(base or {}))
     hf.update(
         architectures=[ARCHITECTURES[c.family]],
-        model_type=c.family,
+        model_type=_model_type(c.family),
         vocab_size=c.vocab_size,
         hidden_size=c.d_model,
         intermediate_size=c.mlp_dim,
@@ -262,29 +336,38 @@ def hf_config_from_model(config: ModelConfig, base: dict | None = None, dtype: s
         tie_word_embeddings=c.tie_embeddings,
         rope_parameters=rope,
         rope_theta=c.rope_theta,
-        rope_scaling=None if c.rope_llama3_scaling is None else {k: v for k, v in rope.items() if k != "rope_theta"},
+        rope_scaling=None if rope["rope_type"] == "default" else {k: v for k, v in rope.items() if k != "rope_theta"},
         hidden_act="gelu_pytorch_tanh" if c.activation == "gelu_tanh" else "silu",
         dtype=dtype,
         torch_dtype=dtype,
     )
-    if c.family in ("gemma", "gemma2"):
+    if "gemma" in c.family:
         hf.update(hidden_activation=hf["hidden_act"], attention_bias=False)
-    if c.family == "llama":
+    if c.family in ("llama", "qwen3"):
         hf.update(attention_bias=False, mlp_bias=False)
-    if c.family == "qwen2":
+    if c.family in ("qwen2", "qwen3"):
         hf.update(
             use_sliding_window=False,
             sliding_window=None,
             max_window_layers=c.num_layers,
             layer_types=["full_attention"] * c.num_layers,
         )
-    if c.family == "gemma2":
+    if c.family in ("gemma2", "gemma3"):
         hf.update(
             query_pre_attn_scalar=c.query_pre_attn_scalar or c.head_dim,
             sliding_window=c.sliding_window,
             layer_types=["sliding_attention" if c.is_local_layer(i) else "full_attention" for i in range(c.num_layers)],
             attn_logit_softcapping=c.attn_logit_softcap,
             final_logit_softcapping=c.final_logit_softcap,
+        )
+    if c.family == "gemma3":  # RoPE per layer type (5.x), and 4.x's local base and layer pattern
+        local_theta = c.rope_theta if c.rope_local_theta is None else c.rope_local_theta
+        local_rope = rope if c.rope_local_theta is None else {"rope_type": "default", "rope_theta": local_theta}
+        hf.update(
+            rope_parameters={"full_attention": rope, "sliding_attention": local_rope},
+            rope_local_base_freq=local_theta,
+            sliding_window_pattern=c.sliding_window_pattern,
+            use_bidirectional_attention=False,
         )
     back = _architecture(model_config_from_hf(hf))
     differ = {k: (v, back[k]) for k, v in _architecture(c).items() if back.get(k) != v}
@@ -346,7 +429,10 @@ def _layer_tensors(config: ModelConfig) -> dict[tuple[str, ...], _Tensor]:
     if config.qkv_bias:
         for p in "qkv":
             out[("attn", f"{p}_bias")] = _Tensor(f"self_attn.{p}_proj.bias", "flat")
-    if config.post_norms:  # Gemma 2 names its four norms differently
+    if config.qk_norm:
+        for p in "qk":
+            out[("attn", f"{p}_norm", "scale")] = _Tensor(f"self_attn.{p}_norm.weight")
+    if config.post_norms:  # Gemma 2 and 3 name their four norms differently
         out[("post_attn_norm", "scale")] = _Tensor("post_attention_layernorm.weight")
         out[("pre_mlp_norm", "scale")] = _Tensor("pre_feedforward_layernorm.weight")
         out[("post_mlp_norm", "scale")] = _Tensor("post_feedforward_layernorm.weight")

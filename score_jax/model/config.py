@@ -1,12 +1,12 @@
-"""Model configurations: one decoder-only transformer, four families, real and tiny presets."""
+"""Model configurations: one decoder-only transformer, six families, real and tiny presets."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-Family = Literal["gemma", "gemma2", "llama", "qwen2"]
-FAMILIES = ("gemma", "gemma2", "llama", "qwen2")
+Family = Literal["gemma", "gemma2", "gemma3", "llama", "qwen2", "qwen3"]
+FAMILIES = ("gemma", "gemma2", "gemma3", "llama", "qwen2", "qwen3")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLS = ("xla", "cudnn")
 
@@ -35,16 +35,22 @@ class ModelConfig:
     tie_embeddings: bool = False
     # Qwen2 has biases on the q, k and v projections.
     qkv_bias: bool = False
+    # Qwen3, Gemma 3: an RMSNorm over each query and key head (width head_dim) before RoPE.
+    qk_norm: bool = False
     rope_theta: float = 10_000.0
     # Llama 3 frequency scaling: (factor, low_freq_factor, high_freq_factor, original_max_len).
     rope_llama3_scaling: tuple[float, float, float, int] | None = None
+    # Linear RoPE scaling (Gemma 3 4B and up, global layers): positions are divided by this factor.
+    rope_linear_factor: float | None = None
+    # Gemma 3: the RoPE base of local (sliding-window) layers, unscaled; None = they rotate as global ones.
+    rope_local_theta: float | None = None
     # Gemma 2: tanh soft-capping of attention logits and of the final logits.
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
-    # Gemma 2: sliding-window (local) attention on all but every `sliding_window_pattern`-th layer.
+    # Gemma 2/3: sliding-window (local) attention on all but every `sliding_window_pattern`-th layer.
     sliding_window: int | None = None
     sliding_window_pattern: int = 2
-    # Gemma 2: extra norms after attention and after the MLP (before the residual add).
+    # Gemma 2/3: extra norms after attention and after the MLP (before the residual add).
     post_norms: bool = False
     # Queries are scaled by query_pre_attn_scalar**-0.5 (default head_dim**-0.5).
     query_pre_attn_scalar: float | None = None
@@ -66,6 +72,8 @@ class ModelConfig:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; known: {REMAT_POLICIES}")
+        if self.rope_llama3_scaling is not None and self.rope_linear_factor is not None:
+            raise ValueError("rope_llama3_scaling and rope_linear_factor are two RoPE scalings: set one")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"unknown attention_impl {self.attention_impl!r}; known: {ATTENTION_IMPLS}")
         if self.attention_impl == "cudnn" and (self.attn_logit_softcap is not None or self.dtype == "float32"):
@@ -91,7 +99,7 @@ class ModelConfig:
         e, h, k, d, m = self.d_model, self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim
         attn = e * h * d * 2 + e * k * d * 2 + (self.qkv_bias and (h + 2 * k) * d)
         mlp = 3 * e * m
-        norms = (4 if self.post_norms else 2) * e
+        norms = (4 if self.post_norms else 2) * e + (self.qk_norm and 2 * d)
         embed = self.vocab_size * e * (1 if self.tie_embeddings else 2)
         return self.num_layers * (attn + mlp + norms) + embed + e
 
@@ -110,188 +118,93 @@ _GEMMA = dict(
     scale_embeddings=True,
     tie_embeddings=True,
     norm_eps=1e-6,
+    vocab_size=256_000,
 )
 _GEMMA2 = dict(
-    _GEMMA, family="gemma2", attn_logit_softcap=50.0, final_logit_softcap=30.0, sliding_window=4096, post_norms=True
+    _GEMMA,
+    family="gemma2",
+    attn_logit_softcap=50.0,
+    final_logit_softcap=30.0,
+    sliding_window=4096,
+    post_norms=True,
+    query_pre_attn_scalar=256,
 )
-_LLAMA = dict(family="llama", activation="silu", norm_eps=1e-5, rope_theta=500_000.0)
-_QWEN2 = dict(family="qwen2", activation="silu", norm_eps=1e-6, qkv_bias=True, rope_theta=1_000_000.0)
+# Five local layers (window 1024, RoPE base 10k) to each global one (base 1M, scaled 8x from 4B up).
+_GEMMA3 = dict(
+    _GEMMA,
+    family="gemma3",
+    post_norms=True,
+    query_pre_attn_scalar=256,
+    qk_norm=True,
+    sliding_window=1024,
+    sliding_window_pattern=6,
+    rope_theta=1_000_000.0,
+    rope_local_theta=10_000.0,
+    rope_linear_factor=8.0,
+    vocab_size=262_208,
+    max_seq_len=131_072,
+)
+_LLAMA = dict(
+    family="llama", activation="silu", norm_eps=1e-5, rope_theta=500_000.0, vocab_size=128_256, max_seq_len=131_072
+)
+_LLAMA32_ROPE = (32.0, 1.0, 4.0, 8192)
+_QWEN2 = dict(
+    family="qwen2", activation="silu", norm_eps=1e-6, qkv_bias=True, rope_theta=1_000_000.0, vocab_size=151_936
+)
+_QWEN3 = dict(_QWEN2, family="qwen3", qkv_bias=False, qk_norm=True, max_seq_len=40_960)
+# Tiny models for tests and the CPU demo (one per family): sizes that divide an 8-device mesh.
+_TINY = dict(vocab_size=256, max_seq_len=512)
+_TINY_SIZES = (64, 2, 4, 2, 16, 128)
+_SIZES = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim")
+
+
+def _preset(family: dict, sizes: tuple[int, ...], **fields) -> ModelConfig:
+    """A family's fields, then (d_model, num_layers, num_heads, num_kv_heads, head_dim, mlp_dim), then `fields`."""
+    return ModelConfig(**(family | dict(zip(_SIZES, sizes, strict=True)) | fields))
+
 
 PRESETS: dict[str, ModelConfig] = {
-    "gemma_2b": ModelConfig(
-        **_GEMMA,
-        vocab_size=256_000,
-        d_model=2048,
-        num_layers=18,
-        num_heads=8,
-        num_kv_heads=1,
-        head_dim=256,
-        mlp_dim=16_384,
-    ),
-    "gemma_7b": ModelConfig(
-        **_GEMMA,
-        vocab_size=256_000,
-        d_model=3072,
-        num_layers=28,
-        num_heads=16,
-        num_kv_heads=16,
-        head_dim=256,
-        mlp_dim=24_576,
-    ),
-    "gemma2_2b": ModelConfig(
-        **_GEMMA2,
-        vocab_size=256_000,
-        d_model=2304,
-        num_layers=26,
-        num_heads=8,
-        num_kv_heads=4,
-        head_dim=256,
-        mlp_dim=9216,
-        query_pre_attn_scalar=256,
-    ),
-    "gemma2_9b": ModelConfig(
-        **_GEMMA2,
-        vocab_size=256_000,
-        d_model=3584,
-        num_layers=42,
-        num_heads=16,
-        num_kv_heads=8,
-        head_dim=256,
-        mlp_dim=14_336,
-        query_pre_attn_scalar=256,
-    ),
-    "llama3p2_1b": ModelConfig(
-        **_LLAMA,
-        vocab_size=128_256,
-        d_model=2048,
-        num_layers=16,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=64,
-        mlp_dim=8192,
-        tie_embeddings=True,
-        rope_llama3_scaling=(32.0, 1.0, 4.0, 8192),
-        max_seq_len=131_072,
-    ),
-    "llama3p2_3b": ModelConfig(
-        **_LLAMA,
-        vocab_size=128_256,
-        d_model=3072,
-        num_layers=28,
-        num_heads=24,
-        num_kv_heads=8,
-        head_dim=128,
-        mlp_dim=8192,
-        tie_embeddings=True,
-        rope_llama3_scaling=(32.0, 1.0, 4.0, 8192),
-        max_seq_len=131_072,
-    ),
-    "llama3p1_8b": ModelConfig(
-        **_LLAMA,
-        vocab_size=128_256,
-        d_model=4096,
-        num_layers=32,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=128,
-        mlp_dim=14_336,
-        rope_llama3_scaling=(8.0, 1.0, 4.0, 8192),
-        max_seq_len=131_072,
-    ),
-    "qwen2p5_0p5b": ModelConfig(
-        **_QWEN2,
-        vocab_size=151_936,
-        d_model=896,
-        num_layers=24,
-        num_heads=14,
-        num_kv_heads=2,
-        head_dim=64,
-        mlp_dim=4864,
-        tie_embeddings=True,
+    "gemma_2b": _preset(_GEMMA, (2048, 18, 8, 1, 256, 16_384)),
+    "gemma_7b": _preset(_GEMMA, (3072, 28, 16, 16, 256, 24_576)),
+    "gemma2_2b": _preset(_GEMMA2, (2304, 26, 8, 4, 256, 9216)),
+    "gemma2_9b": _preset(_GEMMA2, (3584, 42, 16, 8, 256, 14_336)),
+    # Gemma 3 1B is text-only: a smaller vocabulary, window and context, and no RoPE scaling.
+    "gemma3_1b": _preset(
+        _GEMMA3,
+        (1152, 26, 4, 1, 256, 6912),
+        vocab_size=262_144,
+        sliding_window=512,
+        rope_linear_factor=None,
         max_seq_len=32_768,
     ),
-    "qwen2p5_1p5b": ModelConfig(
-        **_QWEN2,
-        vocab_size=151_936,
-        d_model=1536,
-        num_layers=28,
-        num_heads=12,
-        num_kv_heads=2,
-        head_dim=128,
-        mlp_dim=8960,
-        tie_embeddings=True,
-        max_seq_len=32_768,
+    # 4B, 12B and 27B: the text decoder of Gemma3ForConditionalGeneration.
+    "gemma3_4b": _preset(_GEMMA3, (2560, 34, 8, 4, 256, 10_240)),
+    "gemma3_12b": _preset(_GEMMA3, (3840, 48, 16, 8, 256, 15_360)),
+    "gemma3_27b": _preset(_GEMMA3, (5376, 62, 32, 16, 128, 21_504), query_pre_attn_scalar=168),
+    "llama3p2_1b": _preset(_LLAMA, (2048, 16, 32, 8, 64, 8192), tie_embeddings=True, rope_llama3_scaling=_LLAMA32_ROPE),
+    "llama3p2_3b": _preset(
+        _LLAMA, (3072, 28, 24, 8, 128, 8192), tie_embeddings=True, rope_llama3_scaling=_LLAMA32_ROPE
     ),
-    "qwen2p5_7b": ModelConfig(
-        **_QWEN2,
-        vocab_size=152_064,
-        d_model=3584,
-        num_layers=28,
-        num_heads=28,
-        num_kv_heads=4,
-        head_dim=128,
-        mlp_dim=18_944,
-        max_seq_len=32_768,
-    ),
+    "llama3p1_8b": _preset(_LLAMA, (4096, 32, 32, 8, 128, 14_336), rope_llama3_scaling=(8.0, 1.0, 4.0, 8192)),
+    "qwen2p5_0p5b": _preset(_QWEN2, (896, 24, 14, 2, 64, 4864), tie_embeddings=True, max_seq_len=32_768),
+    "qwen2p5_1p5b": _preset(_QWEN2, (1536, 28, 12, 2, 128, 8960), tie_embeddings=True, max_seq_len=32_768),
+    "qwen2p5_7b": _preset(_QWEN2, (3584, 28, 28, 4, 128, 18_944), vocab_size=152_064, max_seq_len=32_768),
+    "qwen3_0p6b": _preset(_QWEN3, (1024, 28, 16, 8, 128, 3072), tie_embeddings=True),
+    "qwen3_1p7b": _preset(_QWEN3, (2048, 28, 16, 8, 128, 6144), tie_embeddings=True),
+    "qwen3_4b": _preset(_QWEN3, (2560, 36, 32, 8, 128, 9728), tie_embeddings=True),
+    "qwen3_8b": _preset(_QWEN3, (4096, 36, 32, 8, 128, 12_288)),
+    "qwen3_14b": _preset(_QWEN3, (5120, 40, 40, 8, 128, 17_408)),
     # ~125M Llama-style model used by the benchmarks.
-    "llama_125m": ModelConfig(
-        **_LLAMA,
-        vocab_size=32_000,
-        d_model=768,
-        num_layers=12,
-        num_heads=12,
-        num_kv_heads=4,
-        head_dim=64,
-        mlp_dim=2048,
-        max_seq_len=4096,
+    "llama_125m": _preset(_LLAMA, (768, 12, 12, 4, 64, 2048), vocab_size=32_000, max_seq_len=4096),
+    "tiny_gemma": _preset(_GEMMA | _TINY, (64, 2, 4, 1, 16, 128)),
+    "tiny_gemma2": _preset(_GEMMA2 | _TINY, (64, 4, 4, 2, 16, 128), sliding_window=8, query_pre_attn_scalar=24),
+    # Every third layer global (local, local, global, local), window 8: both RoPE settings in play.
+    "tiny_gemma3": _preset(
+        _GEMMA3 | _TINY, (64, 4, 4, 2, 16, 128), sliding_window=8, sliding_window_pattern=3, query_pre_attn_scalar=24
     ),
-    # Tiny models for tests and the CPU demo (one per family).
-    "tiny_gemma": ModelConfig(
-        **_GEMMA,
-        vocab_size=256,
-        d_model=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=1,
-        head_dim=16,
-        mlp_dim=128,
-        max_seq_len=512,
-    ),
-    "tiny_gemma2": ModelConfig(
-        **_GEMMA2 | dict(sliding_window=8),
-        vocab_size=256,
-        d_model=64,
-        num_layers=4,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=16,
-        mlp_dim=128,
-        query_pre_attn_scalar=24,
-        max_seq_len=512,
-    ),
-    "tiny_llama": ModelConfig(
-        **_LLAMA,
-        vocab_size=256,
-        d_model=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=16,
-        mlp_dim=128,
-        rope_llama3_scaling=(8.0, 1.0, 4.0, 64),
-        max_seq_len=512,
-    ),
-    "tiny_qwen2": ModelConfig(
-        **_QWEN2,
-        vocab_size=256,
-        d_model=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=16,
-        mlp_dim=128,
-        max_seq_len=512,
-    ),
+    "tiny_llama": _preset(_LLAMA | _TINY, _TINY_SIZES, rope_llama3_scaling=(8.0, 1.0, 4.0, 64)),
+    "tiny_qwen2": _preset(_QWEN2 | _TINY, _TINY_SIZES),
+    "tiny_qwen3": _preset(_QWEN3 | _TINY, _TINY_SIZES),
 }
 
 

@@ -1,4 +1,4 @@
-"""A decoder-only transformer (Gemma 1/2, Llama 3, Qwen2) with a key/value cache.
+"""A decoder-only transformer (Gemma 1/2/3, Llama 3, Qwen2/3) with a key/value cache.
 
 One module serves training (full sequences), reference scoring and sampling (prefill and
 one-token decode on the same cache), so the sampler never needs a second model.
@@ -78,14 +78,17 @@ def _dense_init(fan_in: int):
 
 
 class RMSNorm(nn.Module):
+    """Normalises the last axis of [..., N]; `axis` is its logical name (``embed``, or ``head_dim`` for q/k norms)."""
+
     config: ModelConfig
+    axis: str = "embed"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         init = nn.initializers.zeros if cfg.norm_scale_plus_one else nn.initializers.ones
         scale = self.param(
-            "scale", nn.with_logical_partitioning(init, ("embed",)), (x.shape[-1],), jnp.dtype(cfg.param_dtype)
+            "scale", nn.with_logical_partitioning(init, (self.axis,)), (x.shape[-1],), jnp.dtype(cfg.param_dtype)
         )
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
@@ -95,10 +98,18 @@ class RMSNorm(nn.Module):
         return scale.astype(x.dtype) * normed.astype(x.dtype)
 
 
-def rope_inv_freq(config: ModelConfig) -> np.ndarray:
-    """Inverse rotary frequencies [D/2], with Llama 3 scaling where configured."""
+def rope_inv_freq(config: ModelConfig, local: bool = False) -> np.ndarray:
+    """Inverse rotary frequencies [D/2] of global layers (scaled where configured) or of local ones.
+
+    Local layers use ``rope_local_theta`` unscaled when it is set (Gemma 3), else the global frequencies.
+    """
     d = config.head_dim
-    inv = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    exponents = np.arange(0, d, 2, dtype=np.float64) / d
+    if local and config.rope_local_theta is not None:
+        return (1.0 / config.rope_local_theta**exponents).astype(np.float32)
+    inv = 1.0 / (config.rope_theta**exponents)
+    if config.rope_linear_factor is not None:
+        inv = inv / config.rope_linear_factor
     if config.rope_llama3_scaling is not None:
         factor, low, high, original = config.rope_llama3_scaling
         wavelen = 2 * np.pi / inv
@@ -110,7 +121,7 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
     return inv.astype(np.float32)
 
 
-def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray | Array) -> Array:
     """Rotates [B, T, N, D] by positions [B, T] (half-split convention)."""
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
     sin = jnp.sin(angles)[:, :, None, :]
@@ -147,14 +158,19 @@ class Attention(nn.Module):
             q += _param(self, "q_bias", (h, d), ("heads", "head_dim"), nn.initializers.zeros, cfg)
             key += _param(self, "k_bias", (k, d), ("kv_heads", "head_dim"), nn.initializers.zeros, cfg)
             value += _param(self, "v_bias", (k, d), ("kv_heads", "head_dim"), nn.initializers.zeros, cfg)
-        inv_freq = rope_inv_freq(cfg)
-        q = apply_rope(q, ctx["positions"], inv_freq) * jnp.asarray(cfg.query_scale, cfg.dtype)
-        key = apply_rope(key, ctx["positions"], inv_freq)
+        if cfg.qk_norm:
+            q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
+            key = RMSNorm(cfg, "head_dim", name="k_norm")(key)
 
-        window = None
+        # `layer` is traced under scan_layers, so a layer's kind selects among values, not code paths.
+        window, inv_freq = None, rope_inv_freq(cfg)
         if cfg.sliding_window is not None:
             is_local = (layer + 1) % cfg.sliding_window_pattern != 0
             window = jnp.where(is_local, cfg.sliding_window, jnp.iinfo(jnp.int32).max)
+            if cfg.rope_local_theta is not None:
+                inv_freq = jnp.where(is_local, rope_inv_freq(cfg, local=True), inv_freq)
+        q = apply_rope(q, ctx["positions"], inv_freq) * jnp.asarray(cfg.query_scale, cfg.dtype)
+        key = apply_rope(key, ctx["positions"], inv_freq)
         mask = attention_mask(ctx["positions"], ctx["k_positions"], ctx["k_valid"], window)
         b, t = x.shape[:2]
         if kv is None and cfg.attention_impl == "cudnn":
