@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
         "byte"  # "byte", a SentencePiece .model, a tokenizer.json, a directory holding one, or "" = hf_checkpoint's
     )
     c.model.chat_template = ""  # gemma, llama3, llama3.1, qwen2, compact; "" = the checkpoint's own (by family)
+    c.model.thinking = False  # Qwen3 thinking mode; off: <think> traces overrun max_new_tokens; SCoRe revises answers
     c.model.param_dtype = "float32"  # float32 or bfloat16: dtype parameters are stored in
     c.model.dtype = "float32"  # float32 or bfloat16: dtype of activations and matmuls
     c.model.reference_dtype = "float32"  # dtype of the frozen reference copy (bfloat16 halves its memory)

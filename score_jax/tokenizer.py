@@ -1,8 +1,8 @@
 """Tokenizers behind one interface, and each model family's chat template.
 
 Three implementations: `ByteTokenizer` (tests and the offline demo), `SentencePieceTokenizer`
-(``tokenizer.model``, Gemma) and `HFTokenizer` (a transformers ``tokenizer.json``, Llama 3 and
-Qwen2.5, through the ``tokenizers`` library). `load_tokenizer` picks one for a checkpoint directory.
+(``tokenizer.model``, Gemma) and `HFTokenizer` (a transformers ``tokenizer.json``: Llama 3,
+Qwen2.5, Qwen3, Gemma 3, through the ``tokenizers`` library). `load_tokenizer` picks one for a checkpoint directory.
 
 Episodes are built from token ids, never by re-tokenising sampled text: the prompt is
 ``template.prompt(user_text)``; after attempt 1 comes ``template.continuation(instruction)``,
@@ -201,6 +201,12 @@ class ChatTemplate:
     `preamble` is what the template puts before the first turn when no system message is given.
     With `trim_turns` (Llama 3, Gemma: their HF templates apply Jinja's ``trim``), user turns
     lose leading and trailing whitespace, as do model turns re-rendered by `conversation`.
+
+    `model_open` opens the reply to be generated. Qwen3's template re-renders finished replies
+    with other openers: `history_open` for one a user turn follows (its ``<think>`` block
+    dropped), `reply_open` for a last one (an empty ``<think>`` block added); both default to
+    `model_open`. An episode is sampled as one growing sequence, so attempt 1 keeps the opener
+    it was sampled after (`prompt` + reply + `continuation`): only `conversation` drops it.
     """
 
     name: str
@@ -212,6 +218,8 @@ class ChatTemplate:
     add_bos: bool = True
     preamble: str = ""
     trim_turns: bool = False
+    history_open: str | None = None
+    reply_open: str | None = None
 
     def _turn(self, text: str) -> str:
         return text.strip() if self.trim_turns else text
@@ -237,10 +245,16 @@ class ChatTemplate:
         """Token ids of alternating user/model turns (user first), as a family's template renders."""
         text = self.preamble
         for i, turn in enumerate(turns):
-            turn = self._turn(turn)
-            text += (self.user_open + turn + self.user_close) if i % 2 == 0 else (turn + self.model_close)
-            if i % 2 == 0 and (add_generation_prompt or i + 1 < len(turns)):
-                text += self.model_open
+            turn, last = self._turn(turn), i + 1 == len(turns)
+            if i % 2 == 0:
+                text += (
+                    self.user_open
+                    + turn
+                    + self.user_close
+                    + (self.model_open if add_generation_prompt and last else "")
+                )
+            else:
+                text += ((self.reply_open if last else self.history_open) or self.model_open) + turn + self.model_close
         return tok.encode(text, add_bos=self.add_bos)
 
 
@@ -273,6 +287,7 @@ _GEMMA = ChatTemplate(
 CHAT_TEMPLATES = {
     "gemma": _GEMMA,
     "gemma2": _GEMMA,
+    "gemma3": _GEMMA,
     "llama3": ChatTemplate(name="llama3", **_LLAMA3),
     "llama3.1": ChatTemplate(name="llama3.1", **_LLAMA3, preamble=_LLAMA31_PREAMBLE),
     # One special token per turn boundary (roles alternate): the byte tokenizer's short format
@@ -297,9 +312,29 @@ CHAT_TEMPLATES = {
         preamble="<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n",
     ),
 }
+# Qwen3 (hybrid thinking): Qwen2.5's turns without its default system turn, finished replies
+# re-rendered as its template does (see ChatTemplate). Non-thinking mode opens each reply after an
+# empty <think> block, as apply_chat_template(..., enable_thinking=False) does; thinking mode lets
+# the model write the block.
+_THINK_OPEN = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+_QWEN3 = dataclasses.replace(
+    CHAT_TEMPLATES["qwen2"], name="qwen3", preamble="", model_open=_THINK_OPEN, reply_open=_THINK_OPEN
+)
+CHAT_TEMPLATES["qwen3"] = dataclasses.replace(_QWEN3, history_open="<|im_start|>assistant\n")
+CHAT_TEMPLATES["qwen3_thinking"] = dataclasses.replace(
+    _QWEN3, name="qwen3_thinking", model_open="<|im_start|>assistant\n"
+)
 
-# Model family (ModelConfig.family) -> its instruction-tuned chat template.
-_FAMILY_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma2", "llama": "llama3", "qwen2": "qwen2"}
+# Model family (ModelConfig.family) -> its instruction-tuned chat template, and its thinking variant.
+_FAMILY_TEMPLATES = {
+    "gemma": "gemma",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3",
+    "llama": "llama3",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+}
+_THINKING_TEMPLATES = {"qwen3": "qwen3_thinking"}
 
 
 def get_chat_template(name: str) -> ChatTemplate:
@@ -308,24 +343,38 @@ def get_chat_template(name: str) -> ChatTemplate:
     return CHAT_TEMPLATES[name]
 
 
-def template_for_family(family: str) -> ChatTemplate:
-    """The chat template of a model family (``gemma``, ``gemma2``, ``llama``, ``qwen2``)."""
+def template_for_family(family: str, thinking: bool = False) -> ChatTemplate:
+    """The chat template of a model family (a ModelConfig.family); `thinking` picks Qwen3's thinking mode."""
     if family not in _FAMILY_TEMPLATES:
         raise ValueError(f"no chat template for model family {family!r}; known: {sorted(_FAMILY_TEMPLATES)}")
-    return CHAT_TEMPLATES[_FAMILY_TEMPLATES[family]]
+    if thinking and family not in _THINKING_TEMPLATES:
+        raise ValueError(
+            f"model family {family!r} has no thinking mode (only {sorted(_THINKING_TEMPLATES)} do): set thinking=False"
+        )
+    return CHAT_TEMPLATES[(_THINKING_TEMPLATES if thinking else _FAMILY_TEMPLATES)[family]]
 
 
-def template_for_checkpoint(directory: str, family: str) -> ChatTemplate:
+def template_for_checkpoint(directory: str, family: str, thinking: bool = False) -> ChatTemplate:
     """The family's template, refined by the checkpoint's own Jinja template when it has one.
 
     Llama 3.1 and 3.2 Instruct share Llama 3's turns but open every conversation with a dated
     system turn; their Jinja template (``chat_template.jinja``, or ``chat_template`` in
-    ``tokenizer_config.json``) is recognised by that text.
+    ``tokenizer_config.json``) is recognised by that text. Qwen3's templates are those of the
+    hybrid-thinking models, whose Jinja takes ``enable_thinking``; a Qwen3 checkpoint whose Jinja
+    does not (the single-mode 2507 releases) is refused rather than given the wrong turns.
     """
-    template = template_for_family(family)
-    if family != "llama":
+    template = template_for_family(family, thinking)
+    if family not in ("llama", "qwen3"):
         return template
-    return CHAT_TEMPLATES["llama3.1"] if "Cutting Knowledge Date" in _checkpoint_jinja(directory) else template
+    jinja = _checkpoint_jinja(directory)
+    if family == "qwen3":
+        if jinja and "enable_thinking" not in jinja:
+            raise ValueError(
+                f"the chat template in {directory} has no enable_thinking switch (a single-mode Qwen3 such as a 2507 "
+                "Instruct or Thinking release?); score_jax renders only the hybrid Qwen3 template"
+            )
+        return template
+    return CHAT_TEMPLATES["llama3.1"] if "Cutting Knowledge Date" in jinja else template
 
 
 def _checkpoint_jinja(directory: str) -> str:

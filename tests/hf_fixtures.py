@@ -191,6 +191,35 @@ QWEN2_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# Gemma 3's template: a system message, if any, prefixes the first user turn.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set prefix = messages[0]['content'] + '\n\n' %}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set prefix = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for m in loop_messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + m['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# Qwen3's (hybrid thinking) template without its tool-calling branches: no default system turn;
+# a reply after the last user turn gets a <think> block (empty if it has none), earlier replies
+# lose theirs; the generation prompt holds an empty one when enable_thinking is false.
+QWEN3_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{% endif %}{% set ns = namespace(last_query_index=messages|length - 1) %}"
+    "{% for m in messages %}{% if m['role'] == 'user' %}{% set ns.last_query_index = loop.index0 %}{% endif %}"
+    "{% endfor %}{% for m in messages %}{% set content = m['content'] %}"
+    "{% if m['role'] == 'user' or (m['role'] == 'system' and not loop.first) %}"
+    "{{ '<|im_start|>' + m['role'] + '\n' + content + '<|im_end|>\n' }}"
+    "{% elif m['role'] == 'assistant' %}{% set reasoning = '' %}{% if '</think>' in content %}"
+    "{% set reasoning = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}"
+    "{% set content = content.split('</think>')[-1].lstrip('\n') %}{% endif %}"
+    "{% if loop.index0 > ns.last_query_index and (loop.last or reasoning) %}"
+    "{{ '<|im_start|>assistant\n<think>\n' + reasoning.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}"
+    "{% else %}{{ '<|im_start|>assistant\n' + content }}{% endif %}{{ '<|im_end|>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{% endif %}"
+    "{% endif %}"
+)
+
 
 def _byte_level_bpe(special_tokens: list[str]):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -223,15 +252,19 @@ def llama3_style_tokenizer(
     return tok
 
 
-def qwen2_style_tokenizer(directory: str) -> transformers.PreTrainedTokenizerBase:
-    """A byte-level BPE tokenizer with Qwen2.5's ChatML tokens and default system turn, saved to `directory`."""
+def qwen2_style_tokenizer(
+    directory: str, chat_template: str = QWEN2_CHAT_TEMPLATE, added: tuple[str, ...] = ()
+) -> transformers.PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer with ChatML tokens, `added` plain tokens (Qwen3's <think>, </think>)
+    and Qwen2.5's template (default system turn) or `chat_template`, saved to `directory`."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = transformers.PreTrainedTokenizerFast(
         tokenizer_object=_byte_level_bpe(specials),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        chat_template=QWEN2_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
+    tok.add_tokens(list(added))
     tok.save_pretrained(directory)
     return tok
 
@@ -271,18 +304,24 @@ def gemma_sentencepiece_model(path: str) -> str:
     return path
 
 
-def gemma_style_tokenizer(directory: str) -> transformers.PreTrainedTokenizerBase:
+def gemma_style_tokenizer(
+    directory: str, chat_template: str = GEMMA_CHAT_TEMPLATE
+) -> transformers.PreTrainedTokenizerBase:
     """Gemma's layout: ``tokenizer.model`` (SentencePiece) plus the transformers files converted from it."""
     os.makedirs(directory, exist_ok=True)
     gemma_sentencepiece_model(os.path.join(directory, "tokenizer.model"))
     tok = transformers.GemmaTokenizer.from_pretrained(directory)
-    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.chat_template = chat_template
     tok.save_pretrained(directory)
     return tok
 
 
-def chat_ids(tok: transformers.PreTrainedTokenizerBase, turns: list[str], add_generation_prompt: bool) -> list[int]:
-    """`apply_chat_template` ids for alternating user/assistant `turns`."""
+def chat_ids(
+    tok: transformers.PreTrainedTokenizerBase, turns: list[str], add_generation_prompt: bool, **template_kwargs
+) -> list[int]:
+    """`apply_chat_template` ids for alternating user/assistant `turns` (`template_kwargs`: e.g. enable_thinking)."""
     messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
-    out = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    out = tok.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=add_generation_prompt, **template_kwargs
+    )
     return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)

@@ -1,5 +1,8 @@
 """Tokenizers: round trips, special tokens, and chat templates token-exact with transformers."""
 
+import dataclasses
+import functools
+
 import hf_fixtures as fx
 import pytest
 
@@ -16,6 +19,8 @@ def tokenizers_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tokenizers")
     hf = {name: getattr(fx, f"{name}_style_tokenizer")(str(root / name)) for name in ("llama3", "qwen2", "gemma")}
     hf["llama31"] = fx.llama3_style_tokenizer(str(root / "llama31"), fx.LLAMA31_CHAT_TEMPLATE)
+    hf["qwen3"] = fx.qwen2_style_tokenizer(str(root / "qwen3"), fx.QWEN3_CHAT_TEMPLATE, added=("<think>", "</think>"))
+    hf["gemma3"] = fx.gemma_style_tokenizer(str(root / "gemma3"), fx.GEMMA3_CHAT_TEMPLATE)
     return root, hf
 
 
@@ -26,7 +31,7 @@ def test_byte_tokenizer_round_trip():
     assert tok.encode("<start_of_turn>a") == [tok.token_id("<start_of_turn>"), ord("a") + 5]
 
 
-@pytest.mark.parametrize("style", ["llama3", "qwen2", "gemma"])
+@pytest.mark.parametrize("style", ["llama3", "qwen2", "qwen3", "gemma"])
 def test_hf_tokenizer_matches_transformers(tokenizers_dir, style):
     root, hf = tokenizers_dir
     tok = tk.load_tokenizer(str(root / style))
@@ -64,37 +69,53 @@ def test_load_tokenizer_picks_by_file(tokenizers_dir, tmp_path):
         tk.load_tokenizer(str(tmp_path))
 
 
-def _ours_and_theirs(tokenizers_dir, style, family):
+def _ours_and_theirs(tokenizers_dir, style, family, thinking=False):
     root, hf = tokenizers_dir
     toks = [tk.load_tokenizer(str(root / style))]
-    if style == "gemma":  # both of Gemma's files must give the same ids
+    if style.startswith("gemma"):  # both of Gemma's files must give the same ids
         toks.append(tk.SentencePieceTokenizer(str(root / style / "tokenizer.model")))
-    return tk.template_for_checkpoint(str(root / style), family), toks, hf[style]
+    return tk.template_for_checkpoint(str(root / style), family, thinking), toks, hf[style]
 
 
 @pytest.mark.parametrize(
-    "style,family",
-    [("llama3", "llama"), ("llama31", "llama"), ("gemma", "gemma"), ("gemma", "gemma2"), ("qwen2", "qwen2")],
+    "style,family,thinking",
+    [
+        ("llama3", "llama", False),
+        ("llama31", "llama", False),
+        ("gemma", "gemma", False),
+        ("gemma", "gemma2", False),
+        ("gemma3", "gemma3", False),
+        ("qwen2", "qwen2", False),
+        ("qwen3", "qwen3", False),
+        ("qwen3", "qwen3", True),
+    ],
 )
-def test_chat_template_matches_apply_chat_template(tokenizers_dir, style, family):
-    template, toks, hf = _ours_and_theirs(tokenizers_dir, style, family)
+def test_chat_template_matches_apply_chat_template(tokenizers_dir, style, family, thinking):
+    template, toks, hf = _ours_and_theirs(tokenizers_dir, style, family, thinking)
     for tok in toks:
         # Two full rounds (user, model, user, model), and every prefix ending in a user turn with
-        # the generation prompt, as the sampler builds them.
-        assert template.conversation(tok, TURNS, add_generation_prompt=False) == fx.chat_ids(hf, TURNS, False)
+        # the generation prompt, as the sampler builds them (enable_thinking: Qwen3's switch; the
+        # other templates ignore it).
+        theirs = functools.partial(fx.chat_ids, hf, enable_thinking=thinking)
+        assert template.conversation(tok, TURNS, add_generation_prompt=False) == theirs(TURNS, False)
         for n in (1, 3):
-            assert template.conversation(tok, TURNS[:n]) == fx.chat_ids(hf, TURNS[:n], True)
-        assert template.prompt(tok, TURNS[0]) == fx.chat_ids(hf, TURNS[:1], True)
+            assert template.conversation(tok, TURNS[:n]) == theirs(TURNS[:n], True)
+        assert template.prompt(tok, TURNS[0]) == theirs(TURNS[:1], True)
         assert tok.token_id(template.end_of_turn) in template.stop_ids(tok)
 
 
-@pytest.mark.parametrize("style,family", [("llama3", "llama"), ("gemma", "gemma"), ("qwen2", "qwen2")])
-def test_episode_pieces_concatenate_to_the_conversation(tokenizers_dir, style, family):
-    """prompt + reply (+ end of turn) + continuation == the template's two-round conversation."""
-    template, toks, _ = _ours_and_theirs(tokenizers_dir, style, family)
+@pytest.mark.parametrize(
+    "style,family,thinking",
+    [("llama3", "llama", False), ("gemma", "gemma", False), ("qwen2", "qwen2", False)]
+    + [("qwen3", "qwen3", False), ("qwen3", "qwen3", True)],
+)
+def test_episode_pieces_concatenate_to_the_conversation(tokenizers_dir, style, family, thinking):
+    """prompt + reply (+ end of turn) + continuation == the template's two-round conversation,
+    with attempt 1 under the opener it was sampled after (Qwen3: not its re-rendered history_open)."""
+    template, toks, _ = _ours_and_theirs(tokenizers_dir, style, family, thinking)
     for tok in toks:
         reply = tok.encode(TURNS[1])
-        expected = template.conversation(tok, TURNS[:3])
+        expected = dataclasses.replace(template, history_open=None).conversation(tok, TURNS[:3])
         open_reply = template.prompt(tok, TURNS[0]) + reply
         assert open_reply + template.continuation(tok, TURNS[2], closed=False) == expected
         closed = open_reply + [tok.token_id(template.end_of_turn)]
@@ -122,7 +143,26 @@ def test_llama31_checkpoints_get_the_dated_system_turn(tokenizers_dir, tmp_path)
 
 
 def test_template_lookup():
-    assert tk.template_for_family("gemma2") is tk.get_chat_template("gemma")
+    assert tk.template_for_family("gemma2") is tk.template_for_family("gemma3") is tk.get_chat_template("gemma")
     assert tk.template_for_family("llama").name == "llama3"
+    assert (tk.template_for_family("qwen3").name, tk.template_for_family("qwen3", thinking=True).name) == (
+        "qwen3",
+        "qwen3_thinking",
+    )
     with pytest.raises(ValueError, match="no chat template for model family 'mistral'"):
         tk.template_for_family("mistral")
+    with pytest.raises(ValueError, match="model family 'llama' has no thinking mode"):
+        tk.template_for_family("llama", thinking=True)
+
+
+def test_qwen3_modes_and_single_mode_checkpoints(tokenizers_dir, tmp_path):
+    """Non-thinking replies start after an empty <think> block; thinking ones write their own."""
+    root, _ = tokenizers_dir
+    tok = tk.load_tokenizer(str(root / "qwen3"))
+    plain, thinking = (tk.template_for_checkpoint(str(root / "qwen3"), "qwen3", mode) for mode in (False, True))
+    assert tok.decode(plain.prompt(tok, "hi")).endswith("assistant\n<think>\n\n</think>\n\n")
+    assert tok.decode(thinking.prompt(tok, "hi")).endswith("assistant\n")
+    assert plain.stop_ids(tok) == (tok.token_id("<|im_end|>"),)
+    (tmp_path / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    with pytest.raises(ValueError, match="has no enable_thinking switch"):
+        tk.template_for_checkpoint(str(tmp_path), "qwen3")
