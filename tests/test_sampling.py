@@ -226,30 +226,37 @@ def test_sampling_follows_the_law(known_params, settings):
 # Parity with transformers on a checkpoint imported by score_jax.checkpoints.hf.
 
 
-def test_greedy_matches_transformers_generate(tmp_path):
+# Qwen3 and Gemma 3 (window 4, shorter than prompt + 20 steps) come from hf_fixtures' perturbed models.
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
+def test_greedy_matches_transformers_generate(tmp_path, family):
     if importlib.util.find_spec("score_jax.checkpoints.hf") is None:
         pytest.skip("score_jax.checkpoints.hf (the HF importer) is not there yet")
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    import hf_fixtures  # noqa: PLC0415 - needs torch and transformers, checked just above
+
     from score_jax.checkpoints.hf import load_hf_checkpoint
 
     torch.manual_seed(0)
-    hf_config = transformers.LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        rms_norm_eps=1e-5,
-        rope_theta=10_000.0,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model = transformers.LlamaForCausalLM(hf_config).eval()
+    if family == "llama":
+        hf_config = transformers.LlamaConfig(
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            rms_norm_eps=1e-5,
+            rope_theta=10_000.0,
+            tie_word_embeddings=False,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+        model = transformers.LlamaForCausalLM(hf_config).eval()
+    else:
+        model = hf_fixtures.tiny_hf_model(family)
     model.save_pretrained(tmp_path)
     config, params = load_hf_checkpoint(str(tmp_path))
 
