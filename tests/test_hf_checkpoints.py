@@ -266,11 +266,15 @@ GEMMA3_12B = {
 
 
 @pytest.mark.parametrize("hf_config,preset", [(GEMMA3_1B, "gemma3_1b"), (GEMMA3_12B, "gemma3_12b")])
-def test_published_gemma3_configs(hf_config, preset):
+def test_published_gemma3_configs(tmp_path, hf_config, preset):
     config = hf.model_config_from_hf(hf_config)
     assert config == model_config.get_preset(preset)
     assert [i for i in range(12) if not config.is_local_layer(i)] == [5, 11]
     written = hf.hf_config_from_model(config, base=hf_config)
+    if hf_config is GEMMA3_12B:  # its weights are not read (yet): said at once, not as missing tensors
+        (tmp_path / "config.json").write_text(json.dumps(hf_config))
+        with pytest.raises(hf.HFCheckpointError, match="multimodal Gemma3ForConditionalGeneration"):
+            hf.load_hf_checkpoint(tmp_path)
     assert (written["model_type"], written["eos_token_id"], "vision_config" in written) == (
         "gemma3_text",
         [1, 106],

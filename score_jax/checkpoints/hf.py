@@ -647,6 +647,12 @@ def load_hf_checkpoint(path: str, mesh=None, rules="fsdp", **overrides) -> tuple
         except json.JSONDecodeError as e:
             raise HFCheckpointError(f"{config_path} is not valid JSON: {e}") from e
     config = model_config_from_hf(hf, **overrides)
+    if _is_multimodal(hf):
+        raise HFCheckpointError(
+            f"{config_path} is a multimodal Gemma3ForConditionalGeneration: its config reads (compile_check), but "
+            "importing its text weights (language_model.*, beside the vision tower) is not supported yet; "
+            "save the text model as Gemma3ForCausalLM first"
+        )
     leaves = _abstract_leaves(config)
     if mesh is None:
         device = SingleDeviceSharding(jax.local_devices()[0])
