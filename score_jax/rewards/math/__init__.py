@@ -35,9 +35,14 @@ Pipeline
           ``1 <= |z| <= 3/2`` into a set, and ``parse_latex`` (ANTLR) for LaTeX the small
           parser rejects.
      Cheap guards come first (input length, nesting depth, exponent and factorial size, list
-     length); then every symbolic step runs under a hard per-call time limit that raises in
-     the calling thread, main or not. Any exception, guard trip or timeout means "not
-     equivalent".
+     length). Any exception, guard trip or timeout means "not equivalent".
+  The whole of ``grade`` (extraction, normalisation, comparison) runs under one hard time limit
+  that raises in the calling thread, main or not, between two bytecodes. It cannot interrupt
+  one long C call, so no single call may be long: every regex is linear (no ``(...)+$`` that
+  retries each start of a long run; such suffixes are stripped by a backward scan), only the
+  last 20,000 characters of a response are read, and before sympy builds a number, its size
+  is bounded from the unevaluated tree: an exponent counts at the size of what it is built
+  from, even hidden under floor, ceil, max or a binomial (``MAX_EXACT_BITS``).
 ``grade_batch(responses, golds)`` runs ``grade`` in a lazily started pool of spawned worker
 processes. A worker that dies, or stays silent on one item past a deadline, is killed and
 replaced; its item is retried once on the fresh worker and scores 0.0 if that fails too.

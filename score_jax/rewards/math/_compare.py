@@ -167,6 +167,8 @@ def _match_collections(a, b) -> bool:
     ka, kb = a[0], b[0]
     if ka in ("list", "set") and kb in ("list", "set"):
         return _match_unordered(_members(a), _members(b))
+    if ka == "list" and kb not in _COLLECTIONS:  # one answer in two forms: "15\\frac{39}{40}, or \\frac{639}{40}"
+        return all(equiv(x, b) for x in a[1])
     if ka in _SET_LIKE or kb in _SET_LIKE:
         return _match_sets(a, b)
     if ka == kb == "matrix":

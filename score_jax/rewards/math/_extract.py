@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from score_jax.rewards.math._limits import MAX_LIST_ITEMS
@@ -77,12 +78,25 @@ def _strip_math_delimiters(text: str) -> str:
     return text
 
 
+_QUOTES_RE = re.compile(r'(?:\s|\\?")+')
+_QUOTES_REVERSED_RE = re.compile(r'(?:\s|"\\?)+')
+_TRAILING_PUNCTUATION_REVERSED_RE = re.compile(r"[\s.,;:]+")
+
+
+def _strip_end(text: str, reversed_pattern: re.Pattern) -> str:
+    """`text` without the longest suffix whose reverse `reversed_pattern` matches: linear, where
+    `re.sub("(...)+$")` tries every start of a long run and is quadratic."""
+    match = reversed_pattern.match(text[::-1])
+    return text[: len(text) - match.end()] if match else text
+
+
 def _trim_answer(text: str) -> str:
-    text = re.sub(r'^(?:\s|\\?")+|(?:\s|\\?")+$', "", text)
+    match = _QUOTES_RE.match(text)
+    text = _strip_end(text[match.end() :] if match else text, _QUOTES_REVERSED_RE)
     text = _strip_math_delimiters(text)
     text = re.sub(r"(?<!\\)\$", " ", text)
     text = re.sub(r"\\[()\[\]]", " ", text)
-    return re.sub(r"[\s.,;:]+$", "", text).strip()
+    return _strip_end(text, _TRAILING_PUNCTUATION_REVERSED_RE).strip()
 
 
 def _answer_from_sentence(sentence: str) -> str | None:
@@ -147,8 +161,8 @@ def _words_outside_math(text: str) -> list[str]:
 def _is_bare_answer(text: str) -> bool:
     """True for a short text that is itself an answer: "28 percent", "$1$ and $2$", "-\\frac{1}{2}"."""
     text = text.strip()
-    if not text or len(text) > 120 or re.search(r"[:?!]\s|\.\.|\.\s+[A-Za-z]", text):
-        return False
+    if not text or len(text) > 120 or re.search(r"(?<!\\)[:?!]\s|\.\.|\.\s+[A-Za-z]", text):
+        return False  # a sentence (but `10,\\! 000` is a number)
     spans = math_spans(text)
     words = [w for w in _words_outside_math(text) if w.lower() not in CONNECTIVES]
     if not spans:
@@ -156,7 +170,7 @@ def _is_bare_answer(text: str) -> bool:
             return False
         if re.match(r"[\d.+\-\\({\[|]", text):
             return len(words) <= 2
-        return len(words) <= 1 and len(text) <= 30
+        return not words or len(words) <= 1 and len(text) <= 30  # a formula, or a word or two
     before = text[: spans[0][0]]
     return not _WORD_RE.search(before) and len(words) <= 2
 
@@ -173,8 +187,10 @@ def _last_math_or_number(text: str) -> str | None:
         if content and len(_WORD_RE.findall(re.sub(r"\\[a-zA-Z]+\s*(\{[^{}]*\})?", " ", content))) < 2:
             best_end, best = end, content
             spans.append((start, end))
+    starts = [start for start, _ in spans]  # left to right, not overlapping
     for match in _NUMBER_RE.finditer(text):
-        inside = any(start <= match.start() < end for start, end in spans)
+        k = bisect.bisect_right(starts, match.start()) - 1
+        inside = k >= 0 and match.start() < spans[k][1]
         if match.end() > best_end and not inside:
             best_end, best = match.end(), match.group(0)
     return _trim_answer(best) if best else None

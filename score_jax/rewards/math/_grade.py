@@ -39,32 +39,37 @@ def _equivalent_normalized(pred: str, gold: str) -> bool:
     return False
 
 
+def _equivalent(pred: str, gold: str) -> bool:
+    """is_equivalent without its time limit; raises on failure."""
+    if len(pred) > 20 * MAX_ANSWER_CHARS or len(gold) > 20 * MAX_ANSWER_CHARS:
+        return pred.strip() == gold.strip()
+    p, g = normalize(pred), normalize(gold)
+    if not p or not g:
+        return False
+    if compact(p) == compact(g):
+        return True
+    if len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
+        return False
+    return _equivalent_normalized(p, g)
+
+
 def is_equivalent(pred: str, gold: str, *, timeout_s: float = SYMBOLIC_TIMEOUT_S) -> bool:
     """Whether two already extracted answers are mathematically the same.
 
     Args:
       pred: the model's answer, e.g. "\\dfrac{1}{2}" or "x = 0.5".
       gold: the reference answer, e.g. "1/2".
-      timeout_s: hard limit on the symbolic part of the comparison, in seconds.
+      timeout_s: hard limit on the whole comparison (normalisation included), in seconds.
 
     Returns:
       True when equivalent; False otherwise, also on any error or after the time limit.
     """
     if pred is None or gold is None:
         return False
-    if len(pred) > 20 * MAX_ANSWER_CHARS or len(gold) > 20 * MAX_ANSWER_CHARS:
-        return pred.strip() == gold.strip()
+    load_sympy()  # imported once, outside every time limit
     try:
-        p, g = normalize(pred), normalize(gold)
-        if not p or not g:
-            return False
-        if compact(p) == compact(g):
-            return True
-        if len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
-            return False
-        load_sympy()
         with time_limit(timeout_s):
-            return _equivalent_normalized(p, g)
+            return _equivalent(pred, gold)
     except Timeout:
         return False
     except Exception:  # noqa: BLE001 - any failure of a symbolic step means "not shown equivalent"
@@ -81,12 +86,15 @@ def grade(response: str, gold: str, *, timeout_s: float = SYMBOLIC_TIMEOUT_S) ->
     Args:
       response: model output (any length).
       gold: reference answer: bare, `$...$`, `\\boxed{...}` or a full solution.
-      timeout_s: hard limit on the symbolic part of the comparison, in seconds (see is_equivalent).
+      timeout_s: hard limit on the whole of grading (extraction, normalisation, comparison), in
+        seconds; every step is linear in the input or bounded, so one C call cannot outlast it by much.
     """
+    load_sympy()  # imported once, outside every time limit
     try:
-        pred, ref = extract_answer(response), _extract_reference(gold)
+        with time_limit(timeout_s):
+            pred, ref = extract_answer(response), _extract_reference(gold)
+            return 1.0 if pred is not None and ref is not None and _equivalent(pred, ref) else 0.0
+    except Timeout:
+        return 0.0
     except Exception:  # noqa: BLE001 - a reward must never raise
         return 0.0
-    if pred is None or ref is None:
-        return 0.0
-    return 1.0 if is_equivalent(pred, ref, timeout_s=timeout_s) else 0.0

@@ -9,7 +9,7 @@ MAX_ANSWER_CHARS = 1000
 # Answers nested deeper than this (brackets; twice this in parser recursion) are compared as
 # strings only.
 MAX_NESTING = 40
-# Hard limit on the symbolic part of one is_equivalent call, in seconds.
+# Hard limit on one grade() or is_equivalent() call, extraction and normalisation included, in seconds.
 SYMBOLIC_TIMEOUT_S = 2.0
 # A pool worker silent for this long on one item is killed and replaced, in seconds.
 WORKER_TIMEOUT_S = 10.0
@@ -22,6 +22,9 @@ MAX_SYMPY_PARSE_CHARS = 200
 # Largest |exponent| the evaluators accept, and largest n for n!.
 MAX_EXPONENT = 10**6
 MAX_EXACT_EXPONENT = 2000
+# Largest exact number (in bits) sympy is let to build; an exponent is sized after it is
+# constructed, through whatever function hides it (floor, ceil, max, binomial, ...).
+MAX_EXACT_BITS = 100_000
 MAX_FACTORIAL = 10**5
 # Working precision (decimal digits) and relative tolerance for numeric identity tests.
 DPS = 50

@@ -45,7 +45,7 @@ _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])([1-9]\d{0,2})((?:,\d{3})+)(?![\d,])")
 _SPACE_THOUSANDS_RE = re.compile(r"\s*[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?\s*")
 _ROW_BREAK = "\x00"
-_REPEATING_DECIMAL_RE = re.compile(r"(\d*)\.(\d{0,20})\\overline\s*\{(\d{1,20})\}")
+_REPEATING_DECIMAL_RE = re.compile(r"(?<!\d)(\d*)\.(\d{0,20})\\overline\s*\{(\d{1,20})\}")
 _MIXED_NUMBER_RE = re.compile(r"(?<![\d.^_{a-zA-Z\\])(\d+)\s*\\frac\s*\{(\d+)\}\s*\{(\d+)\}")
 
 
@@ -88,9 +88,20 @@ def normalize(s: str) -> str:
     s = _REPEATING_DECIMAL_RE.sub(_repeating_decimal, s)
     s = _MIXED_NUMBER_RE.sub(r"(\1+\\frac{\2}{\3})", s)
     s = re.sub(r"\s+", " ", s).strip()
-    s = re.sub(r"(?:\s|\\|(?<!\.)\.(?!\d)|,|;)+$", "", s.replace(_ROW_BREAK, "\\\\ "))
+    s = _strip_trailing_punctuation(s.replace(_ROW_BREAK, "\\\\ "))
     s = re.sub(r"^(?:is|are|be)\s+|^(?:[:=]|\\approx)\s*", "", s)
     return s.strip()
+
+
+def _strip_trailing_punctuation(s: str) -> str:
+    """Trailing spaces, backslashes, commas, semicolons and full stops (not one of `..`) dropped.
+
+    A backward scan, not a regex: `(...)+$` tries every start of a long run and is quadratic.
+    """
+    end = len(s)
+    while end and (s[end - 1] in " \\,;" or s[end - 1] == "." and (end < 2 or s[end - 2] != ".")):
+        end -= 1
+    return s[:end]
 
 
 def compact(s: str) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
 
-from score_jax.rewards.math._evaluate import EvalError, exact_value, mp_context
-from score_jax.rewards.math._limits import DPS, MAX_EXACT_EXPONENT
+from score_jax.rewards.math._evaluate import EvalError, mp_context
+from score_jax.rewards.math._limits import DPS, MAX_EXACT_BITS
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,6 +50,49 @@ _SYMPY_FUNCS = {
 }
 
 
+# Functions whose value is no larger than their argument (plus a little): floor(9^n) is as big as 9^n.
+_SIZE_KEEPING = frozenset(
+    {
+        *("floor", "ceiling", "Abs", "sign", "re", "im", "arg", "Max", "Min", "frac", "round", "conjugate", "Mod"),
+        *("sin", "cos", "tan", "sec", "csc", "cot", "asin", "acos", "atan", "acot", "asec", "acsc", "atan2"),
+        *("sinh", "cosh", "tanh", "coth", "asinh", "acosh", "atanh", "exp", "log", "LambertW", "erf"),
+    }
+)
+
+
+def _bits(expr) -> float:
+    """An upper bound on the size in bits of the exact number `expr` can become, from its
+    (unevaluated) tree: exponents are bounded by the size of what they are built from, so a
+    power hidden under floor, ceil, max, a binomial or anything else still counts in full.
+
+    Raises EvalError for anything over MAX_EXACT_BITS: the sympy calls that follow would
+    compute it exactly, in one C call no time limit can interrupt.
+    """
+    sympy, _ = load_sympy()
+    if expr.is_Integer:
+        size = float(int(expr).bit_length())
+    elif expr.is_Rational:
+        size = float(max(int(expr.p).bit_length(), int(expr.q).bit_length()))
+    elif expr.is_Float or expr.is_Symbol or expr.is_NumberSymbol or not expr.args:
+        size = 2.0
+    elif expr.is_Pow:
+        base, exponent = _bits(expr.args[0]), _bits(expr.args[1])
+        if exponent > 62:
+            raise EvalError("exponent too large for sympy")
+        size = max(base, 1.0) * 2.0**exponent
+    elif isinstance(expr, sympy.Function) and type(expr).__name__ in _SIZE_KEEPING:
+        size = max(_bits(a) for a in expr.args) + 1
+    elif isinstance(expr, (sympy.Function, sympy.factorial, sympy.binomial)):
+        # factorial, binomial, gamma, fibonacci, ...: up to n^n for an argument up to n
+        n = 2.0 ** min(max(_bits(a) for a in expr.args), 62.0)
+        size = n * math.log2(n + 2)
+    else:  # Add, Mul, relations, sets, tuples: at most the sum of the parts
+        size = sum(_bits(a) for a in expr.args) + len(expr.args)
+    if size > MAX_EXACT_BITS:
+        raise EvalError(f"a number of more than {MAX_EXACT_BITS} bits")
+    return size
+
+
 def _to_sympy(node):
     """sympy expression of a scalar tree (symbols real); raises EvalError where there is none."""
     sympy, _ = load_sympy()
@@ -68,14 +112,18 @@ def _to_sympy(node):
     if kind == "div":
         return _to_sympy(node[1]) / _to_sympy(node[2])
     if kind == "pow":
-        exponent = exact_value(node[2])
-        if exponent is not None and abs(exponent) > MAX_EXACT_EXPONENT:
-            raise EvalError("exponent too large for sympy")
-        return sympy.Pow(_to_sympy(node[1]), _to_sympy(node[2]))
+        base, exponent = _to_sympy(node[1]), _to_sympy(node[2])
+        with sympy.evaluate(False):
+            power = sympy.Pow(base, exponent)
+        _bits(power)  # checked once built, before sympy evaluates it
+        return sympy.Pow(base, exponent)
     if kind == "pct":
         return _to_sympy(node[1]) / 100
     if kind == "call" and node[1] in _SYMPY_FUNCS and len(node[2]) == 1:
-        return getattr(sympy, _SYMPY_FUNCS[node[1]])(_to_sympy(node[2][0]))
+        function, argument = getattr(sympy, _SYMPY_FUNCS[node[1]]), _to_sympy(node[2][0])
+        with sympy.evaluate(False):
+            _bits(function(argument))
+        return function(argument)
     raise EvalError(f"no sympy form for {kind}")
 
 
@@ -122,7 +170,12 @@ def sympy_equal(pred: str, gold: str) -> bool:
     """parse_latex on both sides, then sympy: for LaTeX the small parser does not take."""
     sympy, parse_latex = load_sympy()
     try:
-        a, b = parse_latex(pred), parse_latex(gold)
+        with sympy.evaluate(False):  # built as written, sized, and only then evaluated
+            a, b = parse_latex(pred), parse_latex(gold)
+            _bits(a), _bits(b)
+        a, b = a.doit(), b.doit()
+    except EvalError:
+        return False
     except Exception:  # noqa: BLE001 - parse_latex raises many unrelated types on bad input
         return False
     if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
