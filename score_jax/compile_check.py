@@ -220,6 +220,8 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         "attempt_masks": _rows((rows, attempts, width), jnp.float32, mesh, rules),
         "advantages": _rows((rows, attempts), jnp.float32, mesh, rules),
     }
+    if rl.kl_in_reward:  # the reference scored the batch before the step (as train.run does)
+        batch["ref_logprobs"] = _rows((rows, width), jnp.float32, mesh, rules)
     step_fn = step_lib.make_train_step(
         policy,
         reference,
@@ -231,6 +233,7 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         ref_shardings=_shardings(ref_params),
         batch_sharding=_shardings(batch),
         logits_chunk_tokens=config.optim.logits_chunk_tokens,
+        temperature=rl.temperature,
     )
     with sharding.use_sharding(mesh, rules):
         compiled, seconds = _compile(

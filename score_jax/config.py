@@ -27,14 +27,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.preset = "tiny_llama"  # a name in score_jax.model.PRESETS (ignored when hf_checkpoint is set)
     c.model.hf_checkpoint = ""  # HF-format directory (config.json + safetensors) to start from; "" = random init
-    c.model.tokenizer = (
-        "byte"  # "byte", a SentencePiece .model, a tokenizer.json, a directory holding one, or "" = hf_checkpoint's
-    )
-    c.model.chat_template = ""  # gemma, llama3, llama3.1, qwen2, compact; "" = the checkpoint's own (by family)
+    # "byte", a SentencePiece .model, a tokenizer.json, a directory holding one, or "" = hf_checkpoint's.
+    c.model.tokenizer = "byte"
+    # gemma, gemma3, llama3, llama3.1, qwen2, qwen3, qwen3_thinking, compact; "" = the checkpoint's own (by family).
+    c.model.chat_template = ""
     c.model.thinking = False  # Qwen3 thinking mode; off: <think> traces overrun max_new_tokens; SCoRe revises answers
     c.model.param_dtype = "float32"  # float32 or bfloat16: dtype parameters are stored in
     c.model.dtype = "float32"  # float32 or bfloat16: dtype of activations and matmuls
-    c.model.reference_dtype = "float32"  # dtype of the frozen reference copy (bfloat16 halves its memory)
+    # float32 or bfloat16: the frozen reference's stored parameters (bfloat16 halves its memory). It computes in
+    # model.dtype like the policy; a narrower reference rounds the starting policy to it (exact KL = 0 at step 0).
+    c.model.reference_dtype = "float32"
     c.model.remat_policy = "none"  # none, full, dots, dots_no_batch: activation rematerialisation in training
     c.model.scan_layers = False  # scan over layers (faster compiles on deep models)
     c.model.attention_impl = "xla"  # xla, or cudnn: fused flash attention for training/scoring on NVIDIA GPUs (bf16)
@@ -53,11 +55,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.prompt_preset = "paper"  # prompt preset name (score_jax.data.prompts)
     c.data.synthetic_difficulty = "easy"  # difficulty of the synthetic task
     c.data.synthetic_size = 300  # synthetic train problems (test split is a quarter of it)
+    c.data.validation_size = 0  # training problems held out (never trained on) to select checkpoints by; 0 = none
 
     c.rl = ml_collections.ConfigDict()
-    c.rl.schedule = (
-        "stage1:100,stage2:100"  # stages and their steps, in order (stage1, stage2, naive_multi_turn, single_turn)
-    )
+    # Stages and their steps, in order: stage1, stage2, naive_multi_turn, multi_turn, single_turn.
+    c.rl.schedule = "stage1:100,stage2:100"
     c.rl.init_from = ""  # checkpoint directory to start the policy from (e.g. a Stage I run, for Stage II)
     c.rl.num_attempts = 2  # attempts per episode (2 = one round of self-correction)
     c.rl.prompts_per_step = 8  # prompts per training step, across all processes
@@ -67,11 +69,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.beta2 = 0.1  # Stage I KL weight on first attempts
     c.rl.turn_discount = 0.0  # gamma: credit attempt k with discounted later returns (paper: 0)
     c.rl.advantage_estimator = "rloo"  # rloo, reinforce or grpo
-    c.rl.kl_estimator = "k3"  # k1, k2 or k3 per-token KL estimate
-    c.rl.kl_in_reward = False  # subtract beta * sequence KL from the reward instead of adding it to the loss
-    c.rl.temperature = 1.0  # training sampling temperature (paper: 1.0)
-    c.rl.top_k = 0  # 0 = off
-    c.rl.top_p = 1.0  # 1.0 = off
+    # The KL penalty (score_jax.rl.estimators has the table and the measurements): both defaults and
+    # k1 in the reward follow the paper's reverse KL(pi || ref); k2 in the loss does it token by token
+    # with far less variance (k1 in the reward is exact for the whole attempt, but its noise swamped
+    # the reward at Stage I's beta2 in our runs). k3 in the loss (GRPO's) follows the forward KL.
+    c.rl.kl_estimator = "k2"  # k1, k2 or k3 per-token KL estimate
+    c.rl.kl_in_reward = False  # subtract beta * an attempt's summed k1 from its return (else: beta * KL in the loss)
+    # Stage II also trains on attempt 2 after first attempts the base model sampled (its attempt 1 is
+    # not trained); the paper's "without online turn-1 samples" ablation compares against it.
+    c.rl.offline_first_attempts = False
+    c.rl.stage1_first_attempt_credit = "none"  # Stage I attempt-1 return: none (0: held by beta2) or r2 (Eq. 3 exact)
+    c.rl.temperature = 1.0  # training sampling temperature (paper: 1.0); training log-probs are tempered alike
+    c.rl.top_k = 0  # 0 = off; training must leave it off (a truncated distribution has no trained log-probs)
+    c.rl.top_p = 1.0  # 1.0 = off; likewise
     c.rl.max_new_tokens = 512  # tokens per attempt
     c.rl.prompt_buckets = (128, 256, 512, 1024)  # prompt lengths are padded up to one of these (no recompiles)
     c.rl.sampling_batches = 1  # sample each step's prompts in this many groups in turn (KV-cache memory / this)
@@ -92,15 +102,35 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 50  # save every N steps (and on SIGTERM, and at the end of each stage)
     c.checkpoint.max_to_keep = 3  # latest checkpoints kept (the best one is kept separately)
     c.checkpoint.async_save = True  # write checkpoints in the background
-    c.checkpoint.directory = (
-        ""  # "" = <workdir>/checkpoints; multi-host: a path all hosts share, e.g. gs://BUCKET/RUN/checkpoints
-    )
+    # Where checkpoints go; "" = <workdir>/checkpoints. Multi-host: a path all hosts share (gs://BUCKET/RUN/ckpt).
+    c.checkpoint.directory = ""
+    # Which checkpoint is kept as best/: the highest training reward (the paper's choice), or the
+    # highest Acc@t2 on data.validation_size problems carved from the training split, evaluated at
+    # each save (never the test split).
+    c.checkpoint.select_by = "train_reward"  # train_reward or validation
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 0  # evaluate on the eval split every N steps; 0 = only at the end
     c.eval.num_examples = 500  # eval problems (0 = all)
     c.eval.batch_size = 32  # prompts per greedy-decoding batch
     c.eval.max_new_tokens = 0  # tokens per eval attempt; 0 = rl.max_new_tokens
+
+    c.method = "rl"  # rl (score_jax.train), or a baseline: self_refine, star, pair_sft (score_jax.baselines)
+    c.sft = ml_collections.ConfigDict()  # supervised fine-tuning (STaR, Pair-SFT); betas, clipping: c.optim
+    c.sft.batch_size = 32  # traces per update, across all processes
+    c.sft.epochs = 1  # passes over the traces (the paper's Pair-SFT: one)
+    c.sft.steps = 0  # updates per fine-tuning run; 0 = sft.epochs passes
+    c.sft.learning_rate = 1e-5  # Adam learning rate after warmup (then optim.schedule)
+    c.sft.warmup_steps = 10  # linear warmup updates
+    c.sft.checkpoint_every_steps = 50  # save every N updates (and at the end)
+    c.baseline = ml_collections.ConfigDict()  # the paper's baselines (score_jax.baselines)
+    c.baseline.samples_per_prompt = 4  # two-attempt episodes sampled per training problem, at rl.temperature
+    c.baseline.num_problems = 0  # training problems sampled per collection round; 0 = all
+    c.baseline.star_iterations = 3  # STaR: collect-then-fine-tune rounds (paper: 3)
+    c.baseline.star_accumulate = True  # STaR: fine-tune on every round's traces so far (else: this round's only)
+    c.baseline.star_correct_to_correct = True  # STaR: keep correct->correct traces too (D+_STaR; else D_STaR)
+    c.baseline.star_stage1_steps = 0  # >0: Stage I by RL for this many steps, then STaR (STaR in Stage II)
+    c.baseline.pair_correct_to_correct = False  # Pair-SFT: pair correct responses too (D+_SFT; else D_SFT)
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ""  # host:port of process 0 ("" = from the environment / auto-detect)
@@ -255,6 +285,24 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
         raise ConfigError(
             f"rl.advantage_estimator={rl.advantage_estimator!r} is unknown; choose one of {sorted(estimators_)}"
         )
+    if rl.kl_estimator in estimators.KL_ESTIMATORS:
+        try:
+            estimators.kl_divergence_followed(rl.kl_estimator, rl.kl_in_reward)
+        except ValueError as e:
+            raise ConfigError(
+                f"rl.kl_estimator={rl.kl_estimator!r} with rl.kl_in_reward={rl.kl_in_reward}: {e}"
+            ) from None
+    if rl.stage1_first_attempt_credit not in objectives.STAGE1_CREDITS:
+        raise ConfigError(
+            f"rl.stage1_first_attempt_credit={rl.stage1_first_attempt_credit!r}; "
+            f"choose one of {objectives.STAGE1_CREDITS}"
+        )
+    if rl.top_k or rl.top_p < 1:
+        raise ConfigError(
+            f"rl.top_k={rl.top_k}, rl.top_p={rl.top_p}: training samples must come from the distribution the "
+            "trainer's log-probs describe, which a top-k / top-p cut changes; turn them off for training "
+            "(rl.top_k=0, rl.top_p=1.0; temperature is supported and enters the log-probs)"
+        )
     if rl.kl_estimator not in estimators.KL_ESTIMATORS:
         raise ConfigError(
             f"rl.kl_estimator={rl.kl_estimator!r} is unknown; choose one of {sorted(estimators.KL_ESTIMATORS)}"
@@ -278,6 +326,12 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
             f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
             f"into optim.num_microbatches={config.optim.num_microbatches}"
         )
+    for field in ("param_dtype", "dtype", "reference_dtype"):
+        if config.model[field] not in ("float32", "bfloat16"):
+            raise ConfigError(
+                f"model.{field}={config.model[field]!r}: parameters, compute and reference are float32 or bfloat16 "
+                "(any combination: the policy and its reference then compute exactly alike at step 0)"
+            )
     impl = config.model.attention_impl
     if impl not in ATTENTION_IMPLS:
         raise ConfigError(f"model.attention_impl={impl!r} is unknown; choose one of {ATTENTION_IMPLS}")
@@ -293,6 +347,13 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
         )
     if config.rl.prefill_chunk < 0:
         raise ConfigError(f"rl.prefill_chunk={config.rl.prefill_chunk} must be >= 0 (0 = whole prompts at once)")
+    if config.checkpoint.select_by not in ("train_reward", "validation"):
+        raise ConfigError(f"checkpoint.select_by={config.checkpoint.select_by!r}; use train_reward or validation")
+    if config.checkpoint.select_by == "validation" and config.data.validation_size <= 0:
+        raise ConfigError(
+            "checkpoint.select_by='validation' needs problems to validate on: set data.validation_size "
+            "(training problems carved out and never trained on), e.g. --config.data.validation_size=500"
+        )
     if config.optim.learning_rate <= 0:
         raise ConfigError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
     if num_devices is not None:
@@ -313,6 +374,7 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
                 f"devices of mesh.shape={tuple(shape)}"
             )
     _check_paths(config)
+    _validate_method(config)
 
 
 def _check_paths(config) -> None:
@@ -350,4 +412,33 @@ def _check_paths(config) -> None:
         raise ConfigError(
             f"rl.init_from={config.rl.init_from!r} does not exist; pass the Stage I run's "
             "checkpoint directory (<workdir>/checkpoints)"
+        )
+
+
+METHODS = ("rl", "self_refine", "star", "pair_sft")
+
+
+def _validate_method(config) -> None:
+    """``method`` and the ``sft`` / ``baseline`` fields the baselines read."""
+    if config.method not in METHODS:
+        raise ConfigError(f"method={config.method!r} is unknown; choose one of {METHODS}")
+    for name in ("batch_size", "epochs", "learning_rate"):
+        if config.sft[name] <= 0:
+            raise ConfigError(f"sft.{name}={config.sft[name]} must be > 0")
+    for name in ("steps", "warmup_steps"):
+        if config.sft[name] < 0:
+            raise ConfigError(f"sft.{name}={config.sft[name]} must be >= 0")
+    if config.sft.checkpoint_every_steps < 1:
+        raise ConfigError(f"sft.checkpoint_every_steps={config.sft.checkpoint_every_steps} must be >= 1")
+    b = config.baseline
+    if b.samples_per_prompt < 1 or b.num_problems < 0 or b.star_iterations < 1 or b.star_stage1_steps < 0:
+        raise ConfigError(
+            f"baseline.samples_per_prompt={b.samples_per_prompt} and baseline.star_iterations={b.star_iterations} "
+            f"must be >= 1, baseline.num_problems={b.num_problems} and "
+            f"baseline.star_stage1_steps={b.star_stage1_steps} >= 0"
+        )
+    if config.method != "rl" and config.rl.num_attempts != 2:
+        raise ConfigError(
+            f"method={config.method!r} compares two attempts (Self-Refine: answer and refinement); "
+            f"rl.num_attempts={config.rl.num_attempts} must be 2"
         )

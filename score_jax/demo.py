@@ -161,12 +161,8 @@ def run_seed(config, workdir: str, seed: int, log) -> dict:
             continue
         run_dir = os.path.join(seed_dir, method.replace(" ", "_").replace("-", "_").lower())
         rl_config = _rl_config(config, schedules[method], seed)
-        method_setup = dataclasses.replace(
-            setup,
-            config=rl_config,
-            params=base_params,
-            ref_params=run_setup.reference_copy(base_params, rl_config.model.reference_dtype),
-        )
+        policy, reference = run_setup.policy_and_reference(base_params, rl_config.model.reference_dtype)
+        method_setup = dataclasses.replace(setup, config=rl_config, params=policy, ref_params=reference)
         log(f"{method}: {schedules[method]}")
         result = train.run(rl_config, run_dir, setup=method_setup)
         if result.preempted:

@@ -52,7 +52,7 @@ def build(config, workdir: str) -> Setup:
     model_config, params = build_model(config, mesh, rules, tokenizer)
     template = chat_template(config, model_config)
     ref_config = reference_config(config, model_config)
-    ref_params = reference_copy(params, config.model.reference_dtype)
+    params, ref_params = policy_and_reference(params, config.model.reference_dtype)
     task = tasks.build_task_on_all_processes(config, data_dir=os.path.join(workdir, "tfds"))
     return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
 
@@ -101,14 +101,9 @@ def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
 
 
 def reference_config(config, model_config: ModelConfig) -> ModelConfig:
-    """The frozen reference's ModelConfig: the policy's architecture in ``model.reference_dtype``."""
-    impl = model_config.attention_impl if config.model.reference_dtype != "float32" else "xla"
-    return model_config.replace(
-        param_dtype=config.model.reference_dtype,
-        dtype=config.model.reference_dtype,
-        remat_policy="none",
-        attention_impl=impl,
-    )
+    """The frozen reference's ModelConfig: the policy's architecture and compute dtype, its parameters
+    stored in ``model.reference_dtype`` (see `policy_and_reference`)."""
+    return model_config.replace(param_dtype=config.model.reference_dtype, remat_policy="none")
 
 
 def build_model(config, mesh, rules, tokenizer: Tokenizer) -> tuple[ModelConfig, Any]:
@@ -130,6 +125,25 @@ def reference_copy(params: Any, dtype: str) -> Any:
     )
 
 
+def policy_and_reference(params: Any, reference_dtype: str) -> tuple[Any, Any]:
+    """The policy's starting parameters and the frozen reference, computing exactly alike at step 0.
+
+    The reference holds the parameters in `reference_dtype` and computes like the policy (same
+    architecture and compute dtype, `reference_config`). Where `reference_dtype` is narrower than
+    the parameters (float32 parameters, a bfloat16 reference), the policy starts from the
+    parameters rounded to it, which is what a bfloat16 checkpoint holds anyway; every value the
+    reference can hold is then one the policy holds too, so the two give the same log-probs to the
+    last bit until the first update, and Stage I's KL reads 0 before anything moved. Any
+    combination of float32 / bfloat16 parameters, compute and reference is exact this way.
+    """
+    target = jnp.dtype(reference_dtype)
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    rounded = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(target).astype(x.dtype), p), out_shardings=shardings)(
+        params
+    )
+    return rounded, reference_copy(rounded, reference_dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Prompts and sampling.
 
@@ -145,7 +159,7 @@ def chat_template(config, model_config: ModelConfig) -> ChatTemplate:
         return get_chat_template("gemma")
     source = config.model.tokenizer or config.model.hf_checkpoint
     directory = source if os.path.isdir(source) else os.path.dirname(source)
-    return tok_lib.template_for_checkpoint(directory, model_config.family)
+    return tok_lib.template_for_checkpoint(directory, model_config.family, thinking=config.model.thinking)
 
 
 def correction_instruction(config) -> str:

@@ -32,6 +32,37 @@ class Task:
     reward: Callable[[Sequence[str], Sequence[Example]], np.ndarray]
     # text -> its final answer (None when there is none), to count attempts that change it
     answer: Callable[[str], str | None]
+    # problems carved out of the training split (never trained on) to select checkpoints by
+    validation: Sequence[Example] = ()
+
+
+class Subset(Sequence):
+    """The examples of `source` at `indices`, in that order (a view: nothing is copied)."""
+
+    def __init__(self, source: Sequence[Example], indices: np.ndarray):
+        self._source, self._indices = source, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int) -> Example:
+        return self._source[int(self._indices[index])]
+
+
+# Fixed, so every run (whatever its seed) carves the same validation problems.
+VALIDATION_SEED = 0
+
+
+def carve_validation(task: Task, size: int) -> Task:
+    """`task` with `size` training problems, drawn at random with `VALIDATION_SEED`, moved to
+    ``task.validation``: checkpoints are selected on them and they are never trained on (the eval
+    split stays untouched until the final evaluation)."""
+    n = len(task.train)
+    if not 0 < size < n:
+        raise ValueError(f"data.validation_size={size} must be between 1 and the {n - 1} training problems left")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    held, kept = np.sort(order[:size]), np.sort(order[size:])
+    return dataclasses.replace(task, train=Subset(task.train, kept), validation=Subset(task.train, held))
 
 
 def parse_split_spec(spec: str) -> tuple[str, str | None, str]:
@@ -44,15 +75,18 @@ def parse_split_spec(spec: str) -> tuple[str, str | None, str]:
 
 
 def build_task(config, data_dir: str | None = None) -> Task:
-    """The task of ``config.data`` (loading or building datasets as needed)."""
+    """The task of ``config.data`` (loading or building datasets as needed), with
+    ``data.validation_size`` training problems carved out for checkpoint selection."""
     cfg = config.data
-    if cfg.benchmark == "synthetic":
-        return _synthetic_task(cfg, seed=config.seed)
-    if cfg.benchmark == "math":
-        return _math_task(cfg, data_dir)
-    if cfg.benchmark == "code":
-        return _code_task(cfg, data_dir)
-    raise ValueError(f"data.benchmark={cfg.benchmark!r} is unknown; use math, code or synthetic")
+    builders = {
+        "synthetic": lambda: _synthetic_task(cfg, seed=config.seed),
+        "math": lambda: _math_task(cfg, data_dir),
+        "code": lambda: _code_task(cfg, data_dir),
+    }
+    if cfg.benchmark not in builders:
+        raise ValueError(f"data.benchmark={cfg.benchmark!r} is unknown; use math, code or synthetic")
+    task = builders[cfg.benchmark]()
+    return carve_validation(task, cfg.validation_size) if cfg.validation_size else task
 
 
 def build_task_on_all_processes(config, data_dir: str | None = None) -> Task:

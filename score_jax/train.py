@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax import config as config_lib
-from score_jax import distributed, episodes, evaluate, metrics, run_setup, sharding
+from score_jax import distributed, episodes, evaluate, metrics, offline_attempts, run_setup, sharding
 from score_jax.checkpoints import manager as ckpt_lib
 from score_jax.data import PromptBatches
+from score_jax.episodes import Episode
 from score_jax.rl import estimators, objectives
 from score_jax.rl import train_step as step_lib
 from score_jax.run_setup import Setup
@@ -147,7 +148,9 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     config_json = json.loads(config.to_json_best_effort())
     # Reference scoring for KL-in-reward, compiled once for the run.
     score_fn = (
-        step_lib.make_score_fn(setup.ref_config, logits_chunk_tokens=config.optim.logits_chunk_tokens)
+        step_lib.make_score_fn(
+            setup.ref_config, logits_chunk_tokens=config.optim.logits_chunk_tokens, temperature=rl.temperature
+        )
         if rl.kl_in_reward
         else None
     )
@@ -180,18 +183,33 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                 rng=rng,
                 batches=rl.sampling_batches,
             )
+            online_rows = len(episode.prompt_index)
+            if rl.offline_first_attempts and stage == "stage2":
+                episode = _with_offline_first_attempts(setup, sampler, state.params, episode, user_turns, rng)
             t_sample = time.perf_counter()
 
-            row_examples = [examples[i] for i in episode.prompt_index]
+            row_examples = [examples[i % len(examples)] for i in episode.prompt_index]
             rewards = np.stack([setup.task.reward(episode.texts[k], row_examples) for k in range(num_attempts)])
+            # Attempt 1 of an offline row is the base model's: rewarded (for the shaping bonus), not trained.
+            episode.attempt_masks[0, online_rows:] = False
             t_grade = time.perf_counter()
 
-            returns = objectives.stage_returns(stage, rewards, rl.alpha, rl.turn_discount)
+            returns = objectives.stage_returns(
+                stage, rewards, rl.alpha, rl.turn_discount, rl.stage1_first_attempt_credit
+            )
             kl_weights = objectives.stage_kl_weights(stage, num_attempts, rl.beta1, rl.beta2)
+            batch, sampler_logp = _train_batch(episode, setup)
             if rl.kl_in_reward:
-                returns = returns - kl_weights[:, None] * _sequence_kl(setup, episode, score_fn)
-            advantages = estimators.advantages(rl.advantage_estimator, returns, rl.samples_per_prompt)
-            batch = _train_batch(episode, advantages, setup)
+                # The reference scores the batch once; the train step reuses its log-probs.
+                ref_logp = score_fn(setup.ref_params, batch["tokens"], batch["positions"], batch["valid"])
+                batch["ref_logprobs"] = jax.device_put(ref_logp, batch["valid"].sharding)
+                returns = returns - kl_weights[:, None] * _sequence_kl(setup, batch, sampler_logp)
+            advantages = global_advantages(
+                rl.advantage_estimator, returns, rl.samples_per_prompt, setup.mesh, setup.rules
+            )
+            batch["advantages"] = distributed.global_batch(
+                np.moveaxis(advantages.astype(np.float32), 0, 1), setup.mesh, setup.rules
+            )
 
             key = (stage, num_attempts)
             if key not in train_steps:
@@ -206,6 +224,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                     ref_shardings=ref_shardings,
                     batch_sharding=jax.tree.map(lambda x: x.sharding, batch),
                     logits_chunk_tokens=config.optim.logits_chunk_tokens,
+                    temperature=rl.temperature,
                 )
             state, step_out = train_steps[key](state, setup.ref_params, batch, jnp.asarray(kl_weights))
             step_out = distributed.to_host(step_out)
@@ -221,6 +240,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                 times=(t_sample - t0, t_grade - t_sample, t_train - t_grade),
                 stage_index=stage_index,
                 train_width=int(batch["tokens"].shape[1]),
+                online_rows=online_rows,
             )
             history.append({"step": step + 1, **step_metrics})
             if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
@@ -235,10 +255,18 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             # Saves are collective: every process must take the same branch (the metric is global,
             # and a SIGTERM that reached only some processes stops them all).
             preempted = distributed.any_process(preemption.requested)
-            checkpointer.save_if_best(
-                step + 1, state, extra_state(step + 1, stage, step_metrics), float(step_metrics["reward/mean"])
-            )
-            if (step + 1) % config.checkpoint.every_steps == 0 or stage_ends or preempted:
+            saving = (step + 1) % config.checkpoint.every_steps == 0 or stage_ends or preempted
+            if config.checkpoint.select_by == "train_reward":
+                selection = float(step_metrics["reward/mean"])
+            elif saving:  # validation: Acc@t2 on the carved-out training problems, at each save
+                validation, _ = evaluate.evaluate(setup, state.params, config, examples=list(setup.task.validation))
+                writer.write(step + 1, validation, prefix="validation/")
+                selection = validation["acc_t2"]
+            else:
+                selection = None
+            if selection is not None:
+                checkpointer.save_if_best(step + 1, state, extra_state(step + 1, stage, step_metrics), selection)
+            if saving:
                 checkpointer.save(step + 1, state, extra_state(step + 1, stage, step_metrics), force=True)
             if on_step_end is not None:
                 on_step_end(step + 1, step_metrics)
@@ -260,13 +288,47 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     return RunResult(eval_metrics, state, history)
 
 
-def _train_batch(episode, advantages: np.ndarray, setup: Setup) -> dict:
+def _with_offline_first_attempts(setup: Setup, sampler, params, episode, user_turns, rng):
+    """`episode` followed by as many rows whose attempt 1 the base model (the reference) sampled and
+    whose attempt 2 the policy samples now (`score_jax.offline_attempts`); prompt indices of the
+    added rows continue after the step's prompts."""
+    rl = setup.config.rl
+    instruction = setup.task.preset.correction_instruction
+    first = sampler.sample(
+        setup.ref_params,
+        user_turns,
+        instruction,
+        num_samples=rl.samples_per_prompt,
+        num_attempts=1,
+        rng=jax.random.fold_in(rng, 1),
+        batches=rl.sampling_batches,
+    )
+    offline = offline_attempts.continue_from(sampler, params, first, instruction, jax.random.fold_in(rng, 2))
+    return Episode.concatenate([episode, offline], pad_id=setup.tokenizer.pad_id)
+
+
+def global_advantages(name: str, returns: np.ndarray, group_size: int, mesh, rules) -> np.ndarray:
+    """Advantages [K, B] of this process's rows, every baseline taken over the global batch.
+
+    `returns` [K, B] are this process's rows; they are gathered from every process first, so an
+    estimator whose baseline spans the batch (``reinforce``) sees the whole of it and the result
+    does not depend on the number of hosts (``rloo`` and ``grpo`` group within a prompt, whose
+    samples one process holds, and are unaffected).
+    """
+    whole = distributed.gather_rows(returns, mesh, rules, axis=1)
+    index, _ = distributed.batch_slot(mesh, rules)
+    rows = returns.shape[1]
+    return estimators.advantages(name, whole, group_size)[:, index * rows : (index + 1) * rows]
+
+
+def _train_batch(episode, setup: Setup) -> tuple[dict, np.ndarray]:
     """Host episode arrays (this process's rows) -> global device arrays, batch split by the mesh rules.
 
     Cache slots that no row uses (the unused tail of each attempt's token budget) are dropped and
     the width is rounded up (`episodes.train_width`), so the train step sees short, bucketed sequences.
     Dropping slots invalid in every row (of every process) keeps each attempt token's predecessor
-    in place.
+    in place. Returns the batch (tokens, positions, valid, attempt_masks; the caller adds the
+    advantages) and the sampler's log-probs [B, W] of this process's rows at the same slots.
     """
     used = np.nonzero(distributed.all_gather(np.asarray(episode.valid).any(axis=0)).any(axis=0))[0]
     width = episodes.train_width(len(used))
@@ -284,35 +346,39 @@ def _train_batch(episode, advantages: np.ndarray, setup: Setup) -> dict:
         "positions": take(episode.positions).astype(np.int32),
         "valid": take(episode.valid, fill=False).astype(bool),
         "attempt_masks": np.moveaxis(take(episode.attempt_masks).astype(np.float32), 0, 1),
-        "advantages": np.moveaxis(np.asarray(advantages, np.float32), 0, 1),
     }
-    return {k: distributed.global_batch(v, setup.mesh, setup.rules) for k, v in host.items()}
+    batch = {k: distributed.global_batch(v, setup.mesh, setup.rules) for k, v in host.items()}
+    return batch, take(episode.logprobs).astype(np.float32)
 
 
-def _sequence_kl(setup: Setup, episode, score) -> np.ndarray:
-    """Per-attempt sequence KL [K, B] (k1 on sampled tokens) for KL-in-reward; `score` from make_score_fn."""
-    inputs = [
-        distributed.global_batch(np.asarray(x), setup.mesh, setup.rules)
-        for x in (episode.tokens, episode.positions, episode.valid)
-    ]
-    ref_logp = distributed.local_rows(score(setup.ref_params, *inputs), setup.mesh, setup.rules)
-    per_token = np.asarray(episode.logprobs) - ref_logp
-    return np.einsum("kbt,bt->kb", np.asarray(episode.attempt_masks, np.float64), per_token)
+def _sequence_kl(setup: Setup, batch: dict, sampler_logp: np.ndarray) -> np.ndarray:
+    """Per-attempt sequence KL [K, B] of this process's rows for KL-in-reward: k1 summed over each
+    attempt's sampled tokens, the sampler's log-probs minus the reference's (``batch["ref_logprobs"]``)."""
+    ref_logp = distributed.local_rows(batch["ref_logprobs"], setup.mesh, setup.rules)
+    masks = distributed.local_rows(batch["attempt_masks"], setup.mesh, setup.rules)  # [B, K, W]
+    return np.einsum("bkt,bt->kb", masks.astype(np.float64), sampler_logp - ref_logp)
 
 
 def _step_metrics(
-    setup: Setup, episode, rewards, returns, advantages, out, times, stage_index, train_width: int
+    setup: Setup, episode, rewards, returns, advantages, out, times, stage_index, train_width: int, online_rows: int
 ) -> dict:
     """Metrics of the whole global batch (rows gathered from every process), the same on every process.
 
     `train_width`: token slots per row in the train step (the episode's used slots, bucketed).
+    Rewards, returns, advantages, lengths and self-correction counts describe the policy's own
+    episodes, the first `online_rows` of each process (not those after a base-model attempt 1);
+    the loss, KL, entropy and throughput describe the whole step.
     """
 
     def gather(rows, axis=1):
         return distributed.gather_rows(rows, setup.mesh, setup.rules, axis=axis)
 
-    rewards, returns, advantages = gather(rewards), gather(returns), gather(advantages)
-    lengths, truncated = gather(np.asarray(episode.lengths)), gather(np.asarray(episode.truncated))
+    def online(x):
+        return gather(np.asarray(x)[:, :online_rows])
+
+    all_lengths = gather(np.asarray(episode.lengths))
+    rewards, returns, advantages = online(rewards), online(returns), online(advantages)
+    lengths, truncated = online(episode.lengths), online(episode.truncated)
     k = rewards.shape[0]
     m: dict[str, float] = {"stage": float(stage_index), "reward/mean": float(rewards.sum(0).mean())}
     for i in range(k):
@@ -327,14 +393,16 @@ def _step_metrics(
         m[f"advantage_std/t{i + 1}"] = float(advantages[i].std())
         m[f"advantage_abs_max/t{i + 1}"] = float(np.abs(advantages[i]).max())
     if k >= 2:
-        answers = [gather([setup.task.answer(t) for t in episode.texts[i]]) for i in range(2)]
+        answers = [gather([setup.task.answer(t) for t in episode.texts[i][:online_rows]]) for i in range(2)]
         m.update(metrics.self_correction_metrics(rewards > 0.5, answers=answers))
     else:
         m["acc_t1"] = float((rewards[0] > 0.5).mean())
+    m["episodes/online"] = float(lengths.shape[1])
+    m["episodes/trained"] = float(all_lengths.shape[1])
     m["loss/pg"] = float(out["loss/pg"])
     m["grad_norm"] = float(out["grad_norm"])
     sample_s, grade_s, train_s = times
-    tokens = float(np.sum(lengths))
+    tokens = float(np.sum(all_lengths))
     m.update(
         {
             "time/sample_s": sample_s,
@@ -343,7 +411,7 @@ def _step_metrics(
             "throughput/sampled_tok_s": tokens / max(sample_s, 1e-9),
         }
     )
-    flops = step_lib.step_flops(setup.model_config, lengths.shape[1], train_width)
+    flops = step_lib.step_flops(setup.model_config, all_lengths.shape[1], train_width)
     m["throughput/train_flops_per_s"] = flops / max(train_s, 1e-9)
     peak = float(setup.config.peak_flops_per_device)
     if peak:

@@ -1,6 +1,7 @@
 """One process of a tiny multi-process training run (driven by tests/test_multihost.py).
 
     python tests/multihost_worker.py WORKDIR NUM_PROCESSES PROCESS_ID PORT TOTAL_STEPS [STOP_AFTER_STEP]
+    python tests/multihost_worker.py WORKDIR NUM_PROCESSES PROCESS_ID PORT advantages
 
 The 8 CPU devices of the mesh are split evenly over NUM_PROCESSES processes (1: the
 single-process reference run, without `jax.distributed`). Stage II on mesh (1, 8, 1) under the
@@ -46,8 +47,29 @@ def make_config(total_steps: int, num_processes: int, process_id: int, port: int
     return c
 
 
+def print_advantages(config):
+    """Prints this process's block of `train.global_advantages` for returns [[1,1,1,1,0,0,0,0]] (reinforce)."""
+    import json
+
+    from score_jax import sharding
+
+    mesh, rules = sharding.make_mesh(config.mesh.shape), sharding.resolve_rules(config.mesh.rules)
+    index, count = distributed.batch_slot(mesh, rules)
+    returns = np.array([[1, 1, 1, 1, 0, 0, 0, 0], [0, 1, 0, 1, 0, 1, 1, 1]], np.float32)
+    rows = returns.shape[1] // count
+    local = returns[:, index * rows : (index + 1) * rows]
+    advantages = train.global_advantages("reinforce", local, 4, mesh, rules)
+    print("advantages " + json.dumps({"index": index, "rows": advantages.tolist()}), flush=True)
+
+
 def main():
-    workdir, process_id, port, total = sys.argv[1], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    workdir, process_id, port = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])
+    if sys.argv[5] == "advantages":
+        config = make_config(1, _NUM_PROCESSES, process_id, port)
+        distributed.initialize(**config.distributed)
+        print_advantages(config)
+        return
+    total = int(sys.argv[5])
     stop_after = int(sys.argv[6]) if len(sys.argv) > 6 else None
     config = make_config(total, _NUM_PROCESSES, process_id, port)
     distributed.initialize(**config.distributed)

@@ -126,7 +126,7 @@ def test_math500_problem_absent_from_test(tmp_path):
 
 
 def test_last_boxed():
-    last_boxed = hendrycks_math._last_boxed
+    last_boxed = hendrycks_math.last_boxed
     assert last_boxed("a $\\boxed{1}$ then $\\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"
     assert last_boxed("so $\\boxed 7$.") == "7"
     assert last_boxed("$\\fbox{x^{2}}$") == "x^{2}"

@@ -184,3 +184,44 @@ def test_inference_scaling(params):
     assert all(0 <= v <= 1 and v * 4 == int(v * 4) for v in {**result.parallel, **result.corrected}.values())
     assert seen[:4] == ["e0", "e1", "e2", "e3"]
     assert "budget" in result.table()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_trainer_logprobs_are_the_sampling_distributions(params, temperature):
+    # Training at temperature T trains the tempered policy: the train step's log-probs of the sampled
+    # tokens (rl.train_step.token_logprobs at T) equal the ones the sampler drew them with.
+    from score_jax.rl import train_step
+
+    sampler = EpisodeSampler(CONFIG, TOK, TEMPLATE, SETTINGS.replace(temperature=temperature))
+    ep = sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(3), num_samples=2)
+    logp = train_step.token_logprobs(CONFIG, params, ep.tokens, ep.positions, ep.valid, temperature=temperature)
+    mask = ep.attempt_masks.any(axis=0)
+    np.testing.assert_allclose(np.asarray(logp)[mask], ep.logprobs[mask], atol=1e-5)
+    if temperature != 1.0:  # the untempered log-probs are another distribution's
+        plain = train_step.token_logprobs(CONFIG, params, ep.tokens, ep.positions, ep.valid)
+        assert np.abs(np.asarray(plain)[mask] - ep.logprobs[mask]).max() > 1e-2
+
+
+def test_offline_first_attempts_continue_like_one_episode(params):
+    # Greedy: attempt 2 after a given attempt 1, re-encoded from scratch, is the attempt 2 the
+    # two-attempt sampler writes on its reused cache.
+    from score_jax import offline_attempts
+
+    greedy = SETTINGS.replace(greedy=True, max_new_tokens=6)
+    sampler = EpisodeSampler(CONFIG, TOK, TEMPLATE, greedy)
+    both = sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(0), num_attempts=2)
+    first = sampler.sample(params, FIRST_TURNS, INSTRUCTION, rng=jax.random.key(0), num_attempts=1)
+    ep = offline_attempts.continue_from(sampler, params, first, INSTRUCTION, jax.random.key(5))
+    assert ep.texts == both.texts
+    np.testing.assert_array_equal(ep.lengths, both.lengths)
+    for k in range(2):
+        got = [ep.tokens[b][ep.attempt_masks[k, b]] for b in range(len(FIRST_TURNS))]
+        want = [both.tokens[b][both.attempt_masks[k, b]] for b in range(len(FIRST_TURNS))]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(ep.logprobs[ep.attempt_masks[k]], both.logprobs[both.attempt_masks[k]], atol=1e-5)
+    # The trainer scores it like any episode: each attempt token from the slot before it.
+    from score_jax.rl import train_step
+
+    logp = train_step.token_logprobs(CONFIG, params, ep.tokens, ep.positions, ep.valid)
+    np.testing.assert_allclose(np.asarray(logp)[ep.attempt_masks[1]], ep.logprobs[ep.attempt_masks[1]], atol=1e-5)

@@ -31,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(workdir, num_processes, *extra):
+def _start(workdir, num_processes, *extra, steps=STEPS):
     """Starts the worker as `num_processes` processes of one run."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
@@ -43,7 +43,7 @@ def _start(workdir, num_processes, *extra):
     )
     return [
         subprocess.Popen(
-            [sys.executable, WORKER, str(workdir), str(num_processes), str(i), str(port), str(STEPS), *map(str, extra)],
+            [sys.executable, WORKER, str(workdir), str(num_processes), str(i), str(port), str(steps), *map(str, extra)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -107,3 +107,20 @@ def test_two_processes_train_checkpoint_and_resume_like_one(tmp_path):
         assert got.keys() == want.keys()
         np.testing.assert_allclose([got[k] for k in sorted(got)], [want[k] for k in sorted(want)], rtol=1e-5)
     assert json.loads((multi / "eval.json").read_text()) == json.loads((single / "eval.json").read_text())
+
+
+def test_reinforce_baseline_is_the_global_batch_mean(tmp_path):
+    # Returns [1,1,1,1,0,0,0,0]: the global mean is 0.5, so every advantage is +-0.5 on one process
+    # and on two; a per-process baseline would give all zeros on two processes.
+    blocks = {}
+    for n in (1, 2):
+        outs = _wait(*_start(tmp_path / str(n), n, steps="advantages"))
+        rows = [
+            json.loads(line.split(" ", 1)[1])
+            for out in outs
+            for line in out.splitlines()
+            if line.startswith("advantages ")
+        ]
+        blocks[n] = np.concatenate([np.asarray(r["rows"]) for r in sorted(rows, key=lambda r: r["index"])], axis=1)
+    np.testing.assert_allclose(blocks[1][0], [0.5] * 4 + [-0.5] * 4)
+    np.testing.assert_array_equal(blocks[2], blocks[1])

@@ -183,3 +183,33 @@ def test_kl_in_reward_subtracts_nothing_at_the_reference(tmp_path):
     first = train.run(config, str(tmp_path)).history[0]
     assert abs(first["return/t1"]) < 1e-2
     assert first["return/t2"] == pytest.approx(first["reward/t2"], abs=1e-4)
+
+
+def test_checkpoint_selection_on_carved_validation_problems(tmp_path):
+    config = tiny_config("stage1:1,stage2:1")
+    config.data.validation_size = 8
+    config.checkpoint.select_by = "validation"
+    config.checkpoint.every_steps = 1
+    setup = run_setup.build(config, str(tmp_path))
+    train_problems = {setup.task.train[i]["problem"] for i in range(len(setup.task.train))}
+    validation = [ex["problem"] for ex in setup.task.validation]
+    assert len(validation) == 8 and not train_problems & set(validation)
+    assert len(train_problems) == config.data.synthetic_size - 8
+    train.run(config, str(tmp_path), setup=setup)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "validation/acc_t2" in x] == [1, 2]
+    assert os.listdir(tmp_path / "checkpoints" / "best")
+
+
+def test_validation_selection_needs_a_validation_split():
+    config = tiny_config()
+    config.checkpoint.select_by = "validation"
+    with pytest.raises(config_lib.ConfigError, match="data.validation_size"):
+        config_lib.validate(config)
+
+
+def test_offline_first_attempts_add_stage2_rows(tmp_path):
+    config = tiny_config("stage1:1,stage2:1", offline_first_attempts=True)
+    history = run_digits(tmp_path, config).history
+    assert [h["episodes/online"] for h in history] == [16, 16]
+    assert [h["episodes/trained"] for h in history] == [16, 32]  # Stage II: one base-model attempt 1 per row

@@ -137,7 +137,7 @@ def _example(record: dict[str, Any], example_id: str, where: str) -> dict[str, A
         raise DataError(f"{where}: needs a string field 'type' or 'subject' (got {subject!r}).")
     answer = record.get("answer")
     if not isinstance(answer, str) or not answer.strip():
-        answer = _last_boxed(record["solution"])
+        answer = last_boxed(record["solution"])
     return {
         "problem": record["problem"],
         "solution": record["solution"],
@@ -157,7 +157,7 @@ def _level(level: str | int, where: str) -> int:
     return 0 if match[1] == "?" else int(match[1])
 
 
-def _last_boxed(solution: str) -> str:
+def last_boxed(solution: str) -> str:
     """The argument of the last `\\boxed` (or `\\fbox`) in `solution`, braces balanced.
 
     MATH writes `\\boxed{...}`; a few solutions write `\\boxed 5`, which yields "5". Returns ""

@@ -37,6 +37,33 @@ class TrainState:
     opt_state: Any
 
 
+def learning_rate_schedule(
+    learning_rate: float, warmup_steps: int, total_steps: int, schedule: str = "constant"
+) -> optax.Schedule:
+    """The learning rate of update ``count`` (0 for the first update).
+
+    Warmup ramps linearly over `warmup_steps` updates and starts above zero: update i < warmup
+    uses ``learning_rate * (i + 1) / warmup_steps``, so the first sampled batch already moves the
+    policy, and with ``warmup_steps=0`` the first update uses `learning_rate` itself. After warmup:
+    ``constant``, or ``cosine`` decay towards 0 over the remaining ``total_steps - warmup_steps``.
+    """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; use 'constant' or 'cosine'")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps} must be >= 0")
+    decay_steps = max(total_steps - warmup_steps, 1)
+
+    def rate(count):
+        count = jnp.asarray(count, jnp.float32)
+        warm = jnp.minimum((count + 1.0) / warmup_steps, 1.0) if warmup_steps else 1.0
+        if schedule == "constant":
+            return learning_rate * warm
+        progress = jnp.clip((count - warmup_steps) / decay_steps, 0.0, 1.0)
+        return learning_rate * warm * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+    return rate
+
+
 def make_optimizer(
     learning_rate: float,
     warmup_steps: int,
@@ -47,16 +74,8 @@ def make_optimizer(
     weight_decay: float = 0.0,
     grad_clip_norm: float | None = 1.0,
 ) -> optax.GradientTransformation:
-    """Adam(W) with linear warmup then a constant or cosine schedule, after global-norm clipping."""
-    if schedule == "constant":
-        lr = optax.join_schedules(
-            [optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)), optax.constant_schedule(learning_rate)],
-            [max(warmup_steps, 1)],
-        )
-    elif schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1), max(total_steps, 2))
-    else:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}; use 'constant' or 'cosine'")
+    """Adam(W) on `learning_rate_schedule`, after global-norm clipping."""
+    lr = learning_rate_schedule(learning_rate, warmup_steps, total_steps, schedule)
     parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
     parts.append(optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay))
     return optax.chain(*parts)
@@ -70,8 +89,12 @@ def token_logprobs(
     valid: Array,
     with_entropy: bool = False,
     logits_chunk_tokens: int = 0,
+    temperature: float = 1.0,
 ):
     """log p(token[t] | tokens[<t]) for every slot, [B, T] float32 (0 at slot 0).
+
+    `temperature`: the log-probs of the tempered distribution softmax(logits / temperature), the
+    one training samples from (policy and reference alike, so the KL is between tempered models).
 
     With `with_entropy`, also the entropy [B, T] of the predictive distribution that produced
     each slot's token.
@@ -80,32 +103,34 @@ def token_logprobs(
     positions are flattened, padded to a multiple of the chunk, and each chunk's logits, log-
     normaliser, picked log-prob and entropy are computed in a scan whose body is rematerialised,
     so the backward pass recomputes one chunk's logits at a time instead of storing them all.
-    The chunk counts tokens of the whole (global) batch; 0 computes the full logits at once.
+    The chunk counts tokens of the whole (global) batch; 0 computes the full logits at once, in
+    one such rematerialised chunk. The head is always rematerialised: inside a gradient program
+    XLA may otherwise fuse the forward logits with their backward (a soft-cap's tanh, say) and
+    round them differently from a plain forward, and the policy's log-probs in the train step must
+    equal, to the bit, what the same parameters give in the reference's forward (KL = 0 at step 0).
     """
     if logits_chunk_tokens < 0:
         raise ValueError(f"logits_chunk_tokens={logits_chunk_tokens} must be >= 0")
-    if logits_chunk_tokens:
-        hidden, _ = Transformer(config).apply({"params": params}, tokens, positions, valid, return_hidden=True)
-        logp, entropy = _chunked_logprobs(
-            config, params, hidden[:, :-1], tokens[:, 1:], logits_chunk_tokens, with_entropy
-        )
-    else:
-        logits, _ = Transformer(config).apply({"params": params}, tokens, positions, valid)
-        logits = logits[:, :-1]
-        logz = jax.nn.logsumexp(logits, axis=-1)
-        picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
-        logp = picked - logz
-        entropy = None
-        if with_entropy:
-            probs = jax.nn.softmax(logits, axis=-1)
-            entropy = logz - jnp.sum(probs * logits, axis=-1)
+    hidden, _ = Transformer(config).apply({"params": params}, tokens, positions, valid, return_hidden=True)
+    chunk = logits_chunk_tokens or tokens.shape[0] * (tokens.shape[1] - 1)
+    logp, entropy = _chunked_logprobs(
+        config, params, hidden[:, :-1], tokens[:, 1:], max(chunk, 1), with_entropy, temperature
+    )
     logp = jnp.pad(logp, ((0, 0), (1, 0)))
     if not with_entropy:
         return logp
     return logp, jnp.pad(entropy, ((0, 0), (1, 0)))
 
 
-def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: Array, chunk: int, with_entropy: bool):
+def _chunked_logprobs(
+    config: ModelConfig,
+    params: Any,
+    hidden: Array,
+    targets: Array,
+    chunk: int,
+    with_entropy: bool,
+    temperature: float = 1.0,
+):
     """Picked log-probs and entropies (None without `with_entropy`) [B, L] from final hidden states
     [B, L, E], `chunk` tokens at a time."""
     bsz, length, embed = hidden.shape
@@ -125,6 +150,8 @@ def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: 
     @jax.checkpoint
     def one_chunk(head_params, h_c, t_c):
         logits = model.apply({"params": head_params}, h_c, method=Transformer.logits)  # [chunk, V] f32
+        if temperature != 1.0:
+            logits = logits / temperature
         logz = jax.nn.logsumexp(logits, axis=-1)
         picked = jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0]
         if not with_entropy:
@@ -140,22 +167,30 @@ def _chunked_logprobs(config: ModelConfig, params: Any, hidden: Array, targets: 
 
 
 def _microbatch_loss(
-    params, ref_params, mb, kl_weights, num_tokens, *, config, ref_config, kl_name, kl_in_loss, logits_chunk_tokens=0
+    params,
+    ref_params,
+    mb,
+    kl_weights,
+    num_tokens,
+    *,
+    config,
+    ref_config,
+    kl_name,
+    kl_in_loss,
+    logits_chunk_tokens=0,
+    temperature=1.0,
 ):
+    args = (mb["tokens"], mb["positions"], mb["valid"])
     logp, entropy = token_logprobs(
-        config,
-        params,
-        mb["tokens"],
-        mb["positions"],
-        mb["valid"],
-        with_entropy=True,
-        logits_chunk_tokens=logits_chunk_tokens,
+        config, params, *args, with_entropy=True, logits_chunk_tokens=logits_chunk_tokens, temperature=temperature
     )
-    ref_logp = jax.lax.stop_gradient(
-        token_logprobs(
-            ref_config, ref_params, mb["tokens"], mb["positions"], mb["valid"], logits_chunk_tokens=logits_chunk_tokens
+    if "ref_logprobs" in mb:  # scored before the step (the KL-in-reward pass): not computed twice
+        ref_logp = mb["ref_logprobs"]
+    else:
+        ref_logp = token_logprobs(
+            ref_config, ref_params, *args, logits_chunk_tokens=logits_chunk_tokens, temperature=temperature
         )
-    )
+    ref_logp = jax.lax.stop_gradient(ref_logp)
     masks = mb["attempt_masks"]  # [b, K, T]
     kl_tok = estimators.kl_estimator(kl_name)(logp, ref_logp)  # [b, T]
     pg = -jnp.sum(mb["advantages"][:, :, None] * masks * logp[:, None, :])
@@ -184,10 +219,13 @@ def train_step(
     kl_in_loss: bool,
     num_microbatches: int,
     logits_chunk_tokens: int = 0,
+    temperature: float = 1.0,
 ):
     """One policy update on a batch; see the module docstring for shapes. Returns (state, metrics).
 
-    `logits_chunk_tokens`: see `token_logprobs` (0 = full logits).
+    `logits_chunk_tokens`, `temperature`: see `token_logprobs`. A batch may carry the reference's
+    log-probs as ``ref_logprobs`` [B, T] (computed for a KL in the reward); the reference
+    parameters are then not run again.
     """
     bsz = batch["tokens"].shape[0]
     if bsz % num_microbatches:
@@ -202,6 +240,7 @@ def train_step(
             kl_name=kl_name,
             kl_in_loss=kl_in_loss,
             logits_chunk_tokens=logits_chunk_tokens,
+            temperature=temperature,
         ),
         has_aux=True,
     )
@@ -244,19 +283,25 @@ def make_train_step(
     ref_config: ModelConfig,
     tx: optax.GradientTransformation,
     *,
-    kl_estimator: str = "k3",
+    kl_estimator: str = "k2",
     kl_in_loss: bool = True,
     num_microbatches: int = 1,
     state_shardings: Any = None,
     ref_shardings: Any = None,
     batch_sharding: Any = None,
     logits_chunk_tokens: int = 0,
+    temperature: float = 1.0,
 ):
     """The jitted step ``(state, ref_params, batch, kl_weights) -> (state, metrics)``, state donated.
 
-    `logits_chunk_tokens` > 0 computes the log-probs that many tokens at a time (see `token_logprobs`).
+    `logits_chunk_tokens` > 0 computes the log-probs that many tokens at a time; `temperature`:
+    the sampling temperature the log-probs follow (see `token_logprobs`). With `kl_in_loss` the
+    estimator/placement pair must follow a KL (`estimators.kl_divergence_followed`).
     """
-    estimators.kl_estimator(kl_estimator)  # validate the name early
+    if kl_in_loss:
+        estimators.kl_divergence_followed(kl_estimator, in_reward=False)
+    else:
+        estimators.kl_estimator(kl_estimator)  # the in-loss estimate is still logged
     fn = functools.partial(
         train_step,
         config=config,
@@ -266,6 +311,7 @@ def make_train_step(
         kl_in_loss=kl_in_loss,
         num_microbatches=num_microbatches,
         logits_chunk_tokens=logits_chunk_tokens,
+        temperature=temperature,
     )
     if state_shardings is None:
         return jax.jit(fn, donate_argnums=0)
@@ -301,6 +347,8 @@ def make_init_fn(tx: optax.GradientTransformation, param_shardings: Any):
     return jax.jit(init)
 
 
-def make_score_fn(config: ModelConfig, logits_chunk_tokens: int = 0):
+def make_score_fn(config: ModelConfig, logits_chunk_tokens: int = 0, temperature: float = 1.0):
     """Jitted token log-probs of a batch under `config` (reference scoring for KL-in-reward)."""
-    return jax.jit(functools.partial(token_logprobs, config, logits_chunk_tokens=logits_chunk_tokens))
+    return jax.jit(
+        functools.partial(token_logprobs, config, logits_chunk_tokens=logits_chunk_tokens, temperature=temperature)
+    )
