@@ -173,6 +173,7 @@ def paper_config(benchmark: str) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 20
     c.optim.logits_chunk_tokens = 4096  # 256k vocabulary: full float32 logits dominate the step's memory
     c.checkpoint.every_steps = 50
+    c.checkpoint.select_by = "train_reward"  # the paper's choice; validation: set data.validation_size too
     c.eval.every_steps = 250
     # Each setting below: the MATH value, else the code (MBPP -> HumanEval) value.
     math_ = benchmark == "math"
