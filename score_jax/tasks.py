@@ -8,6 +8,7 @@ the code sandbox, or substitution for the synthetic equations).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,12 @@ class Task:
     answer: Callable[[str], str | None]
     # problems carved out of the training split (never trained on) to select checkpoints by
     validation: Sequence[Example] = ()
+    # the training reward where it differs from `reward` (rl.reward_format="strict"); evaluation uses `reward`
+    train_reward: Callable[[Sequence[str], Sequence[Example]], np.ndarray] | None = None
+
+    def training_reward(self, texts: Sequence[str], examples: Sequence[Example]) -> np.ndarray:
+        """Rewards [N] of training attempts: `train_reward` where set, else `reward`."""
+        return (self.train_reward or self.reward)(texts, examples)
 
 
 class Subset(Sequence):
@@ -80,11 +87,15 @@ def build_task(config, data_dir: str | None = None) -> Task:
     cfg = config.data
     builders = {
         "synthetic": lambda: _synthetic_task(cfg, seed=config.seed),
-        "math": lambda: _math_task(cfg, data_dir),
+        "math": lambda: _math_task(cfg, data_dir, strict=config.rl.reward_format == "strict"),
         "code": lambda: _code_task(cfg, data_dir),
     }
     if cfg.benchmark not in builders:
         raise ValueError(f"data.benchmark={cfg.benchmark!r} is unknown; use math, code or synthetic")
+    if cfg.benchmark != "synthetic":
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()  # its bars fill logs with escape codes; builds are short and one-off
     task = builders[cfg.benchmark]()
     return carve_validation(task, cfg.validation_size) if cfg.validation_size else task
 
@@ -138,11 +149,40 @@ def _synthetic_task(cfg, seed: int) -> Task:
     )
 
 
-def _math_task(cfg, data_dir) -> Task:
+# The paper's answer sentence (its prompts ask for it) and the opening of a box, as the prompts spell them.
+_FINAL_ANSWER_SENTENCE_RE = re.compile(
+    r"Final Answer:\s*The final answer is\s*\S.{0,1000}?I hope it is correct", re.IGNORECASE | re.DOTALL
+)
+_BOX_OPEN_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def formatted_math_answer(text: str) -> str | None:
+    """The part of `text` that gives its answer in the prompt's format, or None when there is none.
+
+    The format: the paper's "Final Answer: The final answer is $answer$. I hope it is correct.",
+    or a closed ``\\boxed{...}``; the later one wins. Strict training rewards grade only this
+    part, so an answer the grader would otherwise dig out of loose text (its last number) earns 0.
+    """
+    found = [(m.start(), m.group(0)) for m in _FINAL_ANSWER_SENTENCE_RE.finditer(text)]
+    for m in _BOX_OPEN_RE.finditer(text):
+        depth = 0
+        for i in range(m.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                found.append((m.start(), text[m.start() : i + 1]))
+                break
+    return max(found)[1] if found else None
+
+
+def _math_task(cfg, data_dir, strict: bool = False) -> Task:
     from score_jax.rewards import math as math_rewards
 
     def reward(texts, examples):
         return np.asarray(math_rewards.grade_batch(list(texts), [ex["answer"] for ex in examples]), np.float32)
+
+    def strict_reward(texts, examples):
+        # Unformatted texts are graded as "" (no answer: 0), keeping one batched grader call.
+        return reward([formatted_math_answer(t) or "" for t in texts], examples)
 
     preset = data.get_preset(cfg.prompt_preset, "math")
     return Task(
@@ -153,6 +193,7 @@ def _math_task(cfg, data_dir) -> Task:
         preset,
         reward,
         math_rewards.extract_answer,
+        train_reward=strict_reward if strict else None,
     )
 
 
