@@ -1,7 +1,11 @@
 """Greedy two-attempt evaluation: the paper's metric table for a policy on a test split.
 
-    python -m score_jax.evaluate --config=configs/stage2_math.py --workdir=$WORKDIR \
+    python -m score_jax.evaluate --workdir=$WORKDIR [--config.eval.num_examples=100] \
         [--checkpoint=$WORKDIR/checkpoints] [--scaling_budget=32]
+
+Without ``--config`` the run's own settings are used (``$WORKDIR/config.json``, which training
+writes), and ``--config.FIELD=VALUE`` overrides apply to them; ``--config=configs/FILE.py`` evaluates
+with that file's settings instead (for a workdir no training run wrote).
 
 Without ``--checkpoint`` the newest checkpoint of the run (``checkpoint.directory``, else
 ``$WORKDIR/checkpoints``) is evaluated (or the starting model, if there is none). Prints the
@@ -88,6 +92,7 @@ def main(argv):
     import jax
     from absl import flags
     from etils import epath
+    from ml_collections import config_flags
 
     from score_jax.checkpoints import manager as ckpt_lib
     from score_jax.rl import train_step as step_lib
@@ -102,6 +107,10 @@ def main(argv):
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     distributed.initialize(**config.distributed)
     is_chief = jax.process_index() == 0
+    if isinstance(flags.FLAGS["config"].parser, config_flags.ConfigFileFlagParser):
+        log("settings: the --config file given (the training run's own are in its config.json)")
+    else:
+        log(f"settings: the run's {os.path.join(workdir, run_setup.RUN_CONFIG)} with the --config.* overrides given")
     if flags.FLAGS.scaling_budget and jax.process_count() > 1:
         raise SystemExit("--scaling_budget runs on one process; run the scaling study on a single host")
     os.makedirs(workdir, exist_ok=True)
@@ -120,7 +129,7 @@ def main(argv):
     result, records = evaluate(setup, params, config)
     if not is_chief:
         return
-    table = metrics.markdown_table({"policy": result}, columns=metrics.TABLE_COLUMNS + ("edit_distance_ratio",))
+    table = metrics.markdown_table({"policy": result}, columns=metrics.EVAL_COLUMNS)
     print(table)
     with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
@@ -144,13 +153,31 @@ def main(argv):
         print(scaling.table())
 
 
-if __name__ == "__main__":
-    from absl import app, flags
+def define_flags(argv: list[str]) -> None:
+    """Defines the flags; ``--config`` defaults to the run's config.json when ``--workdir`` has one."""
+    from absl import flags
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Run directory (its checkpoints are evaluated by default).")
+    from score_jax import cli
+
+    workdir = cli.flag_value(argv, "workdir")
+    run_config = None if cli.flag_value(argv, "config") or not workdir else run_setup.load_run_config(workdir)
+    cli.drop_unknown_overrides(run_config)
+    if run_config is not None:
+        config_flags.DEFINE_config_dict("config", run_config, "The run's config (config.json); override fields.")
+    else:
+        config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+        flags.mark_flags_as_required(["config"])
+    flags.DEFINE_string("workdir", None, "Run directory (its settings and checkpoints are used by default).")
     flags.DEFINE_string("checkpoint", "", "Checkpoint directory or step folder to evaluate.")
     flags.DEFINE_integer("scaling_budget", 0, "Largest sample budget of the inference-time scaling study (0 = skip).")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    flags.mark_flags_as_required(["workdir"])
+
+
+if __name__ == "__main__":
+    import sys
+
+    from score_jax import cli
+
+    define_flags(sys.argv)
+    cli.run(main)

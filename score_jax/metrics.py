@@ -49,6 +49,7 @@ def edit_distance_ratio(a: str, b: str) -> float:
 
 
 TABLE_COLUMNS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "answer_changed")
+EVAL_COLUMNS = TABLE_COLUMNS + ("edit_distance_ratio",)  # the evaluation table (training's end, evaluate)
 _HEADERS = {
     "acc_t1": "Acc@t1",
     "acc_t2": "Acc@t2",
@@ -91,6 +92,7 @@ class MetricWriter:
         self.enabled = enabled
         self._tb = None
         self._jsonl = None
+        self.workdir = workdir
         if enabled:
             os.makedirs(workdir, exist_ok=True)
             from tensorboardX import SummaryWriter  # event files without TensorFlow
@@ -108,6 +110,14 @@ class MetricWriter:
         self._jsonl.write(json.dumps({"step": step, **flat}) + "\n")
         self._jsonl.flush()
 
+    def write_samples(self, step: int, records: list[dict]) -> None:
+        """Appends sampled episodes to ``samples.jsonl`` and shows them as TensorBoard text."""
+        if not self.enabled or not records:
+            return
+        with open(os.path.join(self.workdir, "samples.jsonl"), "a", encoding="utf-8") as f:
+            f.writelines(json.dumps({"step": step, **r}) + "\n" for r in records)
+        self._tb.add_text("samples", "\n\n---\n\n".join(_sample_markdown(r) for r in records), step)
+
     def flush(self) -> None:
         if self.enabled:
             self._tb.flush()
@@ -119,6 +129,14 @@ class MetricWriter:
             self._jsonl.close()
 
 
+def _sample_markdown(record: dict) -> str:
+    """One episode as TensorBoard markdown: the prompt, then each attempt with its reward."""
+    parts = [f"**prompt**\n\n```\n{record['prompt']}\n```"]
+    for k, (text, reward) in enumerate(zip(record["attempts"], record["rewards"])):
+        parts.append(f"**attempt {k + 1}** (reward {reward:g})\n\n```\n{text}\n```")
+    return "\n\n".join(parts)
+
+
 class Progress:
     """A one-line progress report with throughput and ETA."""
 
@@ -128,7 +146,8 @@ class Progress:
         self._start = time.monotonic()
         self._start_step: int | None = None
 
-    def update(self, step: int, metrics: dict[str, float], keys: Sequence[str] = ()) -> str:
+    def update(self, step: int, metrics: dict[str, float], keys: Sequence[str] = (), label: str = "") -> str:
+        """Prints (and returns) the line for `step`; `label` replaces the progress label (e.g. the stage)."""
         now = time.monotonic()
         if self._start_step is None:  # the first step includes compilation: time from its end
             self._start_step, self._start = step, now
@@ -136,7 +155,7 @@ class Progress:
         rate = done / (now - self._start) if done else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
-        line = f"[{self.label}] step {step}/{self.total} {shown} | {rate * 60:.1f} steps/min | ETA {_fmt(eta)}"
+        line = f"[{label or self.label}] step {step}/{self.total} {shown} | {rate * 60:.1f} steps/min | ETA {_fmt(eta)}"
         if self.enabled:
             print(line, file=self.stream, flush=True)
         return line

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from score_jax import config as config_lib
@@ -53,8 +54,17 @@ def build(config, workdir: str) -> Setup:
     template = chat_template(config, model_config)
     ref_config = reference_config(config, model_config)
     params, ref_params = policy_and_reference(params, config.model.reference_dtype)
-    task = tasks.build_task_on_all_processes(config, data_dir=os.path.join(workdir, "tfds"))
+    task = tasks.build_task_on_all_processes(config, data_dir=dataset_dir(config, workdir))
     return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
+
+
+def dataset_dir(config, workdir: str) -> str | None:
+    """Where the run's datasets are built and read (``data.data_dir``): None = the shared cache
+    (`score_jax.data.load`'s default, $SCORE_JAX_DATA_DIR or ~/.cache/score_jax/datasets), or
+    ``<workdir>/tfds`` for "workdir", or the path given."""
+    if config.data.data_dir == "workdir":
+        return os.path.join(workdir, "tfds")
+    return config.data.data_dir or None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +226,135 @@ def optimizer(config) -> optax.GradientTransformation:
     )
 
 
+def learning_rate_schedule(config) -> optax.Schedule:
+    """The learning rate of each update of `optimizer` (update 0 first)."""
+    o = config.optim
+    return step_lib.learning_rate_schedule(o.learning_rate, o.warmup_steps, total_steps(config), o.schedule)
+
+
 def checkpoint_dir(config, workdir: str) -> str:
     """Where the run's checkpoints live: ``checkpoint.directory``, else ``<workdir>/checkpoints``."""
     return config.checkpoint.directory or os.path.join(workdir, "checkpoints")
+
+
+def latest_checkpoint_step(config, workdir: str) -> int | None:
+    """The newest step folder under the run's checkpoint directory (None: no checkpoint yet)."""
+    from etils import epath
+
+    directory = epath.Path(checkpoint_dir(config, workdir))
+    if not directory.is_dir():
+        return None
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
+    return max(steps) if steps else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's own config (<workdir>/config.json).
+
+RUN_CONFIG = "config.json"
+# Fields whose change mid-run changes what is trained (a resume with another value is refused unless
+# allowed): a field here covers every field under it. Memory and speed settings are left out.
+TRAINING_FIELDS = (
+    "seed",
+    "method",
+    "model",
+    "optim.learning_rate",
+    "optim.warmup_steps",
+    "optim.schedule",
+    "optim.b1",
+    "optim.b2",
+    "optim.weight_decay",
+    "optim.grad_clip_norm",
+    "data.benchmark",
+    "data.train",
+    "data.prompt_preset",
+    "data.validation_size",
+    "rl",
+)
+MEMORY_FIELDS = (
+    "model.remat_policy",
+    "model.attention_impl",
+    "rl.sampling_batches",
+    "rl.prefill_chunk",
+    "rl.prompt_buckets",
+)
+
+
+def write_run_config(config, workdir: str) -> None:
+    """Writes ``<workdir>/config.json`` (process 0 only)."""
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, RUN_CONFIG), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict | None:
+    """The config a run in `workdir` was started with (its config.json), or None if there is none.
+
+    Fields are laid over `score_jax.config.base_config()`, so tuples stay tuples and command-line
+    overrides parse as they do on a config file; fields the base lacks (a demo's) are kept as saved.
+    """
+    path = os.path.join(workdir, RUN_CONFIG)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    config = config_lib.base_config()
+    _lay_over(config, saved)
+    return config
+
+
+def _lay_over(config: ml_collections.ConfigDict, saved: dict) -> None:
+    with config.unlocked():
+        for key, value in saved.items():
+            current = config.get(key)
+            if isinstance(value, dict):
+                if not isinstance(current, ml_collections.ConfigDict):
+                    config[key] = ml_collections.ConfigDict()
+                _lay_over(config[key], value)
+            elif isinstance(current, tuple) and isinstance(value, list):
+                config[key] = tuple(value)
+            else:
+                config[key] = value
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def training_changes(saved, config) -> list[tuple[str, Any, Any]]:
+    """(field, saved value, new value) for every `TRAINING_FIELDS` field that differs."""
+    old = _flat(json.loads(saved.to_json_best_effort()))
+    new = _flat(json.loads(config.to_json_best_effort()))
+
+    def covered(field):
+        under = lambda names: any(field == n or field.startswith(n + ".") for n in names)  # noqa: E731
+        return under(TRAINING_FIELDS) and not under(MEMORY_FIELDS)
+
+    fields = sorted(f for f in set(old) | set(new) if covered(f))
+    return [(f, old.get(f), new.get(f)) for f in fields if old.get(f) != new.get(f)]
+
+
+def check_resume(config, workdir: str, allow_config_change: bool = False) -> list[str]:
+    """Refuses to resume a run in `workdir` with training settings other than its config.json's.
+
+    Returns the changes (as lines, for the log) when `allow_config_change`; raises ConfigError
+    naming each changed field otherwise. Nothing to check before the run's first checkpoint.
+    """
+    saved = load_run_config(workdir)
+    if saved is None or latest_checkpoint_step(config, workdir) is None:
+        return []
+    lines = [f"{f}: {old!r} -> {new!r}" for f, old, new in training_changes(saved, config)]
+    if lines and not allow_config_change:
+        raise config_lib.ConfigError(
+            f"{workdir} holds a run started with other training settings ({os.path.join(workdir, RUN_CONFIG)}):\n"
+            + "\n".join(f"  - {line}" for line in lines)
+            + "\nresume with the run's settings (drop these overrides), use a new --workdir, or pass "
+            "--allow_config_change to continue with the new ones"
+        )
+    return lines

@@ -8,6 +8,12 @@ One step, as data flows (ARCHITECTURE.md):
 
 `run(config, workdir)` resumes from the newest readable checkpoint in ``workdir/checkpoints``
 and returns the final evaluation metrics.
+
+What a run prints (process 0): a "compiling ..." line and its time before the first step, "resumed
+from step N" on a resume, one progress line per ``log_every_steps`` naming the stage, a warning when
+every group's rewards stay equal (no learning signal), and the evaluation table at the end; a rerun
+of a finished run says so and returns its saved evaluation. Every ``samples.every_steps`` a few
+episodes go to ``<workdir>/samples.jsonl`` and TensorBoard text.
 """
 
 from __future__ import annotations
@@ -77,23 +83,50 @@ def stage_at(schedule: list[tuple[str, int]], step: int) -> tuple[str, int, int]
 @dataclasses.dataclass
 class RunResult:
     eval_metrics: dict[str, float]  # final greedy evaluation on the eval split (empty if preempted)
-    state: Any  # final TrainState
+    state: Any  # final TrainState (None when the run was already finished)
     history: list[dict[str, float]]  # per-step training metrics of this process's run
     preempted: bool = False  # stopped by SIGTERM after saving; rerun to resume
+    finished_before: bool = False  # the run had finished already: nothing trained, eval.json read back
 
 
-def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> RunResult:
+# Consecutive steps in which every group's rewards are all equal before the run warns of no signal.
+NO_SIGNAL_WARN_STEPS = 3
+
+
+def _say(line: str) -> None:
+    """A status line on process 0's stdout (always shown: logging runs at WARNING)."""
+    if jax.process_index() == 0:
+        print(line, flush=True)
+
+
+def run(
+    config, workdir: str, setup: Setup | None = None, on_step_end=None, allow_config_change: bool = False
+) -> RunResult:
     """Trains per ``config.rl.schedule``, resuming from ``workdir``.
 
     `setup` replaces what `run_setup.build(config, workdir)` would make (e.g. a custom task); `on_step_end`
-    is called as ``on_step_end(step, metrics)`` after each step's checkpointing.
+    is called as ``on_step_end(step, metrics)`` after each step's checkpointing. A resume whose
+    training settings differ from the run's config.json raises ConfigError unless
+    `allow_config_change` (then the changes are printed and config.json is rewritten).
+
+    Call it under ``if __name__ == "__main__":`` in a script: the MATH and code graders start
+    worker processes by spawning, which re-imports the calling script; unguarded, each worker
+    would start training again (and fails with spawn tracebacks).
     """
     os.makedirs(workdir, exist_ok=True)
+    changes = run_setup.check_resume(config, workdir, allow_config_change)
+    for line in changes:
+        _say(f"config changed on resume (--allow_config_change): {line}")
+    finished = _finished_evaluation(config, workdir)
+    if finished is not None:
+        _say(
+            f"run in {workdir} is finished: all {run_setup.total_steps(config)} steps trained and evaluated "
+            f"(eval.json); nothing to do. Evaluate again with python -m score_jax.evaluate --workdir={workdir}"
+        )
+        return RunResult(finished, None, [], finished_before=True)
     setup = setup or run_setup.build(config, workdir)
     is_chief = jax.process_index() == 0
-    if is_chief:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    run_setup.write_run_config(config, workdir)
     rl, schedule = config.rl, config_lib.stage_schedule(config)
     total_steps = run_setup.total_steps(config)
     tx = run_setup.optimizer(config)
@@ -123,11 +156,11 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
         start_step, state, extra = restored
         batches.set_state(extra["data"])
         checkpointer.best_metric = extra.get("best_metric")
-        log.info("resumed from step %d in %s", start_step, workdir)
+        _say(f"resumed from step {start_step} of {total_steps} in {workdir}")
     elif rl.init_from:
         _, init_state, _ = ckpt_lib.restore_from_path(rl.init_from, ckpt_lib.abstract_like(state))
         state = step_lib.init_train_state(init_state.params, tx)
-        log.info("policy initialised from %s", rl.init_from)
+        _say(f"policy initialised from {rl.init_from}")
 
     shardings = jax.tree.map(lambda x: x.sharding, state)
     ref_shardings = jax.tree.map(lambda x: x.sharding, setup.ref_params)
@@ -142,6 +175,8 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
         rules=setup.rules,
     )
     train_steps: dict[tuple[str, int], Any] = {}
+    learning_rate = run_setup.learning_rate_schedule(config)
+    no_signal_steps = 0
     history: list[dict[str, float]] = []
     eval_metrics: dict[str, float] = {}
 
@@ -170,6 +205,10 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
         for step in range(start_step, total_steps):
             stage, stage_index, _ = stage_at(schedule, step)
             num_attempts = objectives.num_attempts_trained(stage, rl.num_attempts)
+            key = (stage, num_attempts)
+            compiling = key not in train_steps
+            if compiling:
+                _say(f"compiling {stage} (sampling and the train step) for step {step + 1} ...")
             t0 = time.perf_counter()
             examples = next(batches)
             user_turns = [setup.task.preset.first_turn(ex) for ex in examples]
@@ -189,7 +228,11 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             t_sample = time.perf_counter()
 
             row_examples = [examples[i % len(examples)] for i in episode.prompt_index]
-            rewards = np.stack([setup.task.reward(episode.texts[k], row_examples) for k in range(num_attempts)])
+            rewards = np.stack(
+                [setup.task.training_reward(episode.texts[k], row_examples) for k in range(num_attempts)]
+            )
+            if rl.reward_format == "strict":  # an attempt cut off at max_new_tokens earns nothing
+                rewards = np.where(episode.truncated[:num_attempts], 0.0, rewards).astype(rewards.dtype)
             # Attempt 1 of an offline row is the base model's: rewarded (for the shaping bonus), not trained.
             episode.attempt_masks[0, online_rows:] = False
             t_grade = time.perf_counter()
@@ -211,8 +254,7 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                 np.moveaxis(advantages.astype(np.float32), 0, 1), setup.mesh, setup.rules
             )
 
-            key = (stage, num_attempts)
-            if key not in train_steps:
+            if compiling:
                 train_steps[key] = step_lib.make_train_step(
                     setup.model_config,
                     setup.ref_config,
@@ -229,6 +271,8 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
             state, step_out = train_steps[key](state, setup.ref_params, batch, jnp.asarray(kl_weights))
             step_out = distributed.to_host(step_out)
             t_train = time.perf_counter()
+            if compiling:
+                _say(f"compiled and ran step {step + 1} ({stage}) in {t_train - t0:.1f}s")
 
             step_metrics = _step_metrics(
                 setup,
@@ -242,10 +286,28 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
                 train_width=int(batch["tokens"].shape[1]),
                 online_rows=online_rows,
             )
+            step_metrics["learning_rate"] = float(learning_rate(step))
+            no_signal_steps = no_signal_steps + 1 if step_metrics["groups/zero_reward_variance"] == 1.0 else 0
+            if no_signal_steps == NO_SIGNAL_WARN_STEPS:
+                _say(
+                    f"warning: for {no_signal_steps} steps every group of rl.samples_per_prompt="
+                    f"{rl.samples_per_prompt} episodes got equal rewards (mean {step_metrics['reward/mean']:.3f}): "
+                    "the advantages are zero and the policy learns nothing from the reward. Check the reward "
+                    "(samples.jsonl shows episodes), the prompt format, or start from a stronger model"
+                )
+            if config.samples.every_steps and (step + 1 == 1 or (step + 1) % config.samples.every_steps == 0):
+                writer.write_samples(
+                    step + 1, _sample_records(episode, user_turns, rewards, stage, online_rows, config.samples.count)
+                )
             history.append({"step": step + 1, **step_metrics})
             if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
                 writer.write(step + 1, step_metrics, prefix="train/")
-                progress.update(step + 1, step_metrics, keys=("reward/t1", "reward/t2", "acc_t1", "acc_t2", "kl/t1"))
+                progress.update(
+                    step + 1,
+                    step_metrics,
+                    keys=("reward/t1", "reward/t2", "acc_t1", "acc_t2", "kl/t1", "groups/zero_reward_variance"),
+                    label=f"train {stage}",
+                )
 
             stage_ends = stage_at(schedule, step + 1)[1] != stage_index or step + 1 == total_steps
             last_step = step + 1 == total_steps  # evaluated after the loop
@@ -284,8 +346,34 @@ def run(config, workdir: str, setup: Setup | None = None, on_step_end=None) -> R
     if is_chief:
         with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
             json.dump(eval_metrics, f, indent=2)
-        print(metrics.markdown_table({"policy": eval_metrics}), flush=True)
+        print(metrics.markdown_table({"policy": eval_metrics}, columns=metrics.EVAL_COLUMNS), flush=True)
     return RunResult(eval_metrics, state, history)
+
+
+def _finished_evaluation(config, workdir: str) -> dict[str, float] | None:
+    """The saved evaluation of a run that already trained every step and evaluated, else None."""
+    path = os.path.join(workdir, "eval.json")
+    latest = run_setup.latest_checkpoint_step(config, workdir)
+    if latest is None or latest < run_setup.total_steps(config) or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _sample_records(episode, user_turns, rewards, stage: str, online_rows: int, count: int) -> list[dict]:
+    """Up to `count` of this process's online episodes, one per prompt: prompt, attempts, rewards."""
+    rows = list(range(0, online_rows, episode.num_samples))[:count]
+    num_attempts = len(rewards)
+    return [
+        {
+            "stage": stage,
+            "prompt": user_turns[int(episode.prompt_index[r])],
+            "attempts": [episode.texts[k][r] for k in range(num_attempts)],
+            "rewards": [float(rewards[k][r]) for k in range(num_attempts)],
+            "truncated": [bool(episode.truncated[k][r]) for k in range(num_attempts)],
+        }
+        for r in rows
+    ]
 
 
 def _with_offline_first_attempts(setup: Setup, sampler, params, episode, user_turns, rng):
@@ -381,6 +469,9 @@ def _step_metrics(
     lengths, truncated = online(episode.lengths), online(episode.truncated)
     k = rewards.shape[0]
     m: dict[str, float] = {"stage": float(stage_index), "reward/mean": float(rewards.sum(0).mean())}
+    # Groups (one prompt's samples) in which every reward of every attempt is the same: no signal.
+    groups = rewards.reshape(k, -1, episode.num_samples)
+    m["groups/zero_reward_variance"] = float(np.all(groups.max(-1) == groups.min(-1), axis=0).mean())
     for i in range(k):
         m[f"reward/t{i + 1}"] = float(rewards[i].mean())
         m[f"return/t{i + 1}"] = float(returns[i].mean())
