@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -92,8 +93,8 @@ def main(argv):
     import jax
     from absl import flags
     from etils import epath
-    from ml_collections import config_flags
 
+    from score_jax import cli
     from score_jax.checkpoints import manager as ckpt_lib
     from score_jax.rl import train_step as step_lib
 
@@ -107,7 +108,7 @@ def main(argv):
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     distributed.initialize(**config.distributed)
     is_chief = jax.process_index() == 0
-    if isinstance(flags.FLAGS["config"].parser, config_flags.ConfigFileFlagParser):
+    if cli.flag_value(sys.argv, "config"):
         log("settings: the --config file given (the training run's own are in its config.json)")
     else:
         log(f"settings: the run's {os.path.join(workdir, run_setup.RUN_CONFIG)} with the --config.* overrides given")
@@ -175,8 +176,6 @@ def define_flags(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     from score_jax import cli
 
     define_flags(sys.argv)
