@@ -3,7 +3,8 @@
 An episode is ``[prompt] [attempt 1] [instruction] [attempt 2] ... [attempt K]``: the prompt is the
 chat template's first user turn and model opener, and each instruction chunk closes the model's
 turn (unless the attempt already ended with the end-of-turn token), adds a user turn holding the
-correction instruction and opens the next model turn. Attempt k + 1 is decoded on the cache that
+correction instruction (or that gap's own instruction: Self-Refine's feedback, then refinement) and
+opens the next model turn. Attempt k + 1 is decoded on the cache that
 already holds everything before it, so nothing is encoded twice (``reprefill=True`` re-encodes the
 whole context before each later attempt instead, for comparison).
 
@@ -35,7 +36,7 @@ from score_jax.model.config import ModelConfig
 from score_jax.sampling import Sampler, SamplingConfig, chunk_positions, pad_left
 from score_jax.tokenizer import ChatTemplate, Tokenizer
 
-__all__ = ["Episode", "EpisodeSampler", "SamplingConfig", "cache_slots", "train_width"]
+__all__ = ["Episode", "EpisodeSampler", "SamplingConfig", "cache_slots", "gap_instructions", "train_width"]
 
 # The trainer pads an episode's used slots up to a multiple of this (few distinct train shapes).
 TRAIN_WIDTH_MULTIPLE = 32
@@ -157,20 +158,26 @@ class EpisodeSampler:
             return settings
         return settings.replace(stop_token_ids=self.template.stop_ids(self.tokenizer))
 
-    def instruction_chunk_len(self, instruction: str, num_attempts: int, settings: SamplingConfig | None = None) -> int:
-        """C: slots of the (bucketed) chunk between two attempts; 0 for single attempts."""
+    def instruction_chunk_len(
+        self, instruction: str | Sequence[str], num_attempts: int, settings: SamplingConfig | None = None
+    ) -> int:
+        """C: slots of the (bucketed) chunk between two attempts, the longest gap's; 0 for single attempts."""
         if num_attempts < 2:
             return 0
         settings = settings or self.settings
         return settings.bucket(
-            max(len(self.template.continuation(self.tokenizer, instruction, closed)) for closed in (False, True))
+            max(
+                len(self.template.continuation(self.tokenizer, text, closed))
+                for text in gap_instructions(instruction, num_attempts)
+                for closed in (False, True)
+            )
         )
 
     def sample(
         self,
         params: Any,
         first_turns: Sequence[str],
-        instruction: str,
+        instruction: str | Sequence[str],
         *,
         rng: jax.Array,
         num_samples: int = 1,
@@ -186,7 +193,9 @@ class EpisodeSampler:
           first_turns: one user text per problem (the prompt preset's first turn); with several
             processes, this process's block of problems (the call is collective and the episode
             holds this process's rows).
-          instruction: the correction instruction appended after each attempt but the last.
+          instruction: the user turn between two attempts: one text for every gap (the
+            correction instruction), or one text per gap, K - 1 of them (Self-Refine's feedback,
+            then refinement, instructions).
           rng: PRNG key.
           num_samples: episodes per prompt (rows are prompt-major).
           num_attempts: K >= 1 (1: single-turn sampling).
@@ -205,6 +214,7 @@ class EpisodeSampler:
             raise ValueError("sample() needs at least one first-turn text")
         if batches < 1 or len(first_turns) % batches:
             raise ValueError(f"batches={batches} must be >= 1 and divide the {len(first_turns)} problems")
+        gaps = gap_instructions(instruction, num_attempts)
         if batches > 1:
             size = len(first_turns) // batches
             parts = [
@@ -229,7 +239,7 @@ class EpisodeSampler:
         prompt_index = np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples)
         rows = [prompts[i] for i in prompt_index]
         batch, steps = len(rows), settings.max_new_tokens
-        after = {closed: self.template.continuation(tok, instruction, closed) for closed in (False, True)}
+        after = [{closed: self.template.continuation(tok, text, closed) for closed in (False, True)} for text in gaps]
         chunk_len = self.instruction_chunk_len(instruction, num_attempts, settings)
         logits, cache, (chunk_tokens, chunk_pos, chunk_valid) = sampler.prefill_prompts(
             params, rows, settings, extra_slots=(num_attempts - 1) * (steps + chunk_len)
@@ -277,7 +287,7 @@ class EpisodeSampler:
                 break
 
             chunk_tokens, chunk_valid = pad_left(
-                [after[bool(t == self._end_of_turn)] for t in gen.last_tokens], chunk_len, settings.pad_id
+                [after[k][bool(t == self._end_of_turn)] for t in gen.last_tokens], chunk_len, settings.pad_id
             )
             chunk_pos = chunk_positions(chunk_valid, counts)
             index = write(index, chunk_tokens, chunk_pos, chunk_valid)
@@ -315,6 +325,20 @@ class EpisodeSampler:
             prompt_index=prompt_index,
             num_samples=num_samples,
         )
+
+
+def gap_instructions(instruction: str | Sequence[str], num_attempts: int) -> tuple[str, ...]:
+    """The user turn of each of the K - 1 gaps between attempts: `instruction` repeated when it is
+    one text, else the K - 1 texts it gives (ValueError naming the counts when they differ)."""
+    if isinstance(instruction, str):
+        return (instruction,) * max(num_attempts - 1, 0)
+    texts = tuple(instruction)
+    if len(texts) != num_attempts - 1 or not all(isinstance(t, str) for t in texts):
+        raise ValueError(
+            f"{len(texts)} instruction texts {texts!r} for {num_attempts} attempts: give one text for every gap, "
+            f"or {num_attempts - 1} texts (one per gap)"
+        )
+    return texts
 
 
 def _strip_stop(ids: np.ndarray, stop_ids: tuple[int, ...]) -> list[int]:

@@ -11,6 +11,14 @@ Presets, by (name, task):
     the tasks 2, 3 and 4 of MBPP's prompt split as the shots; HumanEval is zero-shot.
   ("synthetic", "synthetic"): short prompts for the char-level offline demo.
 
+Self-Refine (the paper's prompting baseline; Madaan et al. 2023, "Self-Refine: Iterative
+Refinement with Self-Feedback", arXiv 2303.17651) asks the model for feedback on its answer, then
+for a refinement that uses it: `self_refine_instructions(task)` gives the two user turns. Self-Refine's
+own prompts are few-shot and task-specific; the zero-shot wording here is ours, following its
+two steps (feedback that names the errors without rewriting, then a rewrite from the feedback),
+and the refinement asks for the same answer format as the correction instruction so the same
+grader reads it.
+
 Where the paper gives the instruction but not the layout around it (how the MATH problem follows
 the instruction, the bare HumanEval prompt), the layout here is ours.
 """
@@ -41,6 +49,37 @@ CODE_CORRECTION_INSTRUCTION = (
     "Python program!"
 )
 SYNTHETIC_CORRECTION_INSTRUCTION = "Check and fix:"
+
+# Self-Refine's two user turns (see the module docstring for their source).
+MATH_FEEDBACK_INSTRUCTION = (
+    "Review the solution above step by step. Point out every error in its understanding of the "
+    "problem, its reasoning or its calculations, and say how to fix each one; if it has none, say "
+    "so. Do not write a new solution: only give feedback."
+)
+MATH_REFINE_INSTRUCTION = (
+    "Using the feedback above, rewrite the solution to the problem, fixing the errors it found "
+    "(if it found none, repeat the solution). Only output the final solution! At the end of the "
+    "Solution, when you give your final answer, write it in the form "
+    '"Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+CODE_FEEDBACK_INSTRUCTION = (
+    "Review the code above against the task and its tests. Point out every error in its "
+    "understanding of the task or in the code, and say how to fix each one; if it has none, say "
+    "so. Do not write new code: only give feedback."
+)
+CODE_REFINE_INSTRUCTION = (
+    "Using the feedback above, rewrite the code, fixing the errors it found (if it found none, "
+    "repeat the code). Only output the final correct Python program!"
+)
+SYNTHETIC_FEEDBACK_INSTRUCTION = "Check:"
+SYNTHETIC_REFINE_INSTRUCTION = "Fix:"
+
+_SELF_REFINE = {
+    "math": (MATH_FEEDBACK_INSTRUCTION, MATH_REFINE_INSTRUCTION),
+    "mbpp": (CODE_FEEDBACK_INSTRUCTION, CODE_REFINE_INSTRUCTION),
+    "humaneval": (CODE_FEEDBACK_INSTRUCTION, CODE_REFINE_INSTRUCTION),
+    "synthetic": (SYNTHETIC_FEEDBACK_INSTRUCTION, SYNTHETIC_REFINE_INSTRUCTION),
+}
 
 # MBPP's own few-shot pool is its prompt split (task_ids 1-10); the standard prompt uses these.
 MBPP_SHOT_TASK_IDS = (2, 3, 4)
@@ -137,3 +176,11 @@ def get_preset(name: str, task: str, *, shots: Iterable[Example] | None = None) 
             f"(given {sorted(by_id)})."
         )
     return PromptPreset(name, task, correction, render, tuple(by_id[i] for i in MBPP_SHOT_TASK_IDS))
+
+
+def self_refine_instructions(task: str) -> tuple[str, str]:
+    """Self-Refine's (feedback, refinement) user turns for `task` ("math", "mbpp", "humaneval",
+    "synthetic"): the episode is attempt, feedback, refinement."""
+    if task not in _SELF_REFINE:
+        raise ValueError(f"No Self-Refine prompts for task {task!r}; have {sorted(_SELF_REFINE)}.")
+    return _SELF_REFINE[task]
