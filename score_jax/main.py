@@ -1,7 +1,9 @@
 """Entry point: ``python -m score_jax.main --config=configs/stage2_math.py --workdir=DIR``.
 
-Flags only; the library does the work (`score_jax.train.run`, or `score_jax.demo.run` for the
-offline demo config). Override any config field with ``--config.rl.alpha=5``.
+Flags only; the library does the work: `score_jax.train.run` (``method="rl"``: SCoRe and the
+multi-turn RL baselines), `score_jax.baselines.run` (``method`` self_refine, star or pair_sft), or
+`score_jax.demo.run` for the offline demo config. Override any config field with
+``--config.rl.alpha=5``.
 """
 
 from absl import app, flags, logging
@@ -24,6 +26,10 @@ def main(argv):
         from score_jax import demo
 
         demo.run(config, _WORKDIR.value)
+    elif config.method != "rl":
+        from score_jax import baselines
+
+        baselines.run(config, _WORKDIR.value)
     else:
         from score_jax import train
 
