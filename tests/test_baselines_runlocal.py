@@ -51,6 +51,8 @@ def test_baseline_runlocal_writes_the_table(name, variant, rows, sft_dirs, tmp_p
         assert (tmp_path / sub / "traces.npz").exists()
         assert "2" in os.listdir(tmp_path / sub / "checkpoints")
         assert "loss" in (tmp_path / sub / "metrics.jsonl").read_text()
+    # A rerun reads everything back (results, Stage I, traces, finished fine-tuning): the same table.
+    assert baselines.run(config, str(tmp_path), setup=setup) == result
     if variant == "self_refine":
         problems = int(result["Self-Refine"]["num_problems"])  # MATH: 8; the HumanEval fixture has 2
         assert problems > 0 and (tmp_path / "self_refine_records.jsonl").read_text().count('"attempt3"') == problems

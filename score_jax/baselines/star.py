@@ -24,8 +24,10 @@ import os
 import jax
 import numpy as np
 
-from score_jax import sft, train
+from score_jax import run_setup, sft, train
 from score_jax.baselines import collect
+from score_jax.checkpoints import manager as ckpt_lib
+from score_jax.rl import train_step as step_lib
 
 
 def select(correct: np.ndarray, correct_to_correct: bool = True) -> np.ndarray:
@@ -48,18 +50,29 @@ def traces(samples: collect.Samples, template, tokenizer, instruction: str, corr
     ]
 
 
+def stage1_policy(setup, config, run_dir: str):
+    """(the policy, its evaluation) after ``baseline.star_stage1_steps`` of Stage I RL in `run_dir`
+    (`score_jax.train.run`, resumed or read back when a previous call got that far)."""
+    stage1 = collect.rl_config(config, f"stage1:{config.baseline.star_stage1_steps}")
+    result = train.run(stage1, run_dir, setup=dataclasses.replace(setup, config=stage1))
+    if result.preempted:
+        raise SystemExit("Stage I was preempted after saving; rerun the same command to resume")
+    if result.state is not None:
+        return result.state.params, result.eval_metrics
+    # Finished by an earlier call: its last checkpoint holds the final policy.
+    abstract = ckpt_lib.abstract_like(step_lib.init_train_state(setup.params, run_setup.optimizer(stage1)))
+    _, state, _ = ckpt_lib.restore_from_path(run_setup.checkpoint_dir(stage1, run_dir), abstract)
+    return state.params, result.eval_metrics
+
+
 def run(config, workdir: str, setup=None) -> dict[str, dict[str, float]]:
     """STaR rounds (after Stage I when ``baseline.star_stage1_steps``), then the evaluation table."""
     setup, rows = collect.begin(config, workdir, setup)
     b = config.baseline
     start = setup.params
     if b.star_stage1_steps:
-        stage1 = collect.rl_config(config, f"stage1:{b.star_stage1_steps}")
-        result = train.run(stage1, os.path.join(workdir, "stage1"), setup=dataclasses.replace(setup, config=stage1))
-        if result.preempted:
-            raise SystemExit("Stage I was preempted after saving; rerun the same command to resume")
-        start = result.state.params
-        rows["Stage I (RL)"] = collect.evaluated(workdir, "Stage I (RL)", lambda: result.eval_metrics)
+        start, stage1_metrics = stage1_policy(setup, config, os.path.join(workdir, "stage1"))
+        rows["Stage I (RL)"] = collect.evaluated(workdir, "Stage I (RL)", lambda: stage1_metrics)
     policy, kept = start, []
     instruction = setup.task.preset.correction_instruction
     for i in range(1, b.star_iterations + 1):
