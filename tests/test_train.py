@@ -105,7 +105,7 @@ def test_end_to_end_stage1_then_stage2_on_8_device_mesh(tmp_path, capsys):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
     assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == [2, 4]
     out = capsys.readouterr().out
-    assert "| method | Acc@t1 | Acc@t2 |" in out and "[train] step 4/4" in out
+    assert "| method | Acc@t1 | Acc@t2 |" in out and "[train stage2] step 4/4" in out
 
 
 def _final_params(workdir, step):
