@@ -171,3 +171,23 @@ def test_method_and_baseline_fields_are_validated():
     c.baseline.star_iterations = 0
     with pytest.raises(config_lib.ConfigError, match="star_iterations=0"):
         config_lib.validate(c)
+
+
+@pytest.mark.parametrize(
+    "name, variant",
+    [("baselines_math", v) for v in ("self_refine", "star", "pair_sft", "star_stage2", "multi_turn")]
+    + [("baselines_code", v) for v in ("self_refine", "pair_sft", "multi_turn")],
+)
+def test_real_baseline_configs_validate_given_their_paths(name, variant, tmp_path):
+    from test_runlocal import load_config
+
+    c = load_config(name, variant)
+    with pytest.raises(config_lib.ConfigError, match="--config.model.hf_checkpoint="):
+        config_lib.validate(c, num_devices=8)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "gemma2"}')
+    c.model.hf_checkpoint, c.data.manual_dir = str(tmp_path / "model"), str(tmp_path)
+    config_lib.validate(c, num_devices=8)
+    assert c.method == {"star_stage2": "star", "multi_turn": "rl"}.get(variant, variant)
+    with pytest.raises(config_lib.ConfigError, match="choose one of"):
+        load_config(name, "self_refine,pair_sft")
