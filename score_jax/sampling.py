@@ -52,6 +52,11 @@ def trace_counts() -> dict[str, int]:
     return dict(_TRACES)
 
 
+def count_trace(name: str) -> None:
+    """Counts one trace of the jitted function `name` (called from inside its body, so once per compile)."""
+    _TRACES[name] += 1
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     """How to sample (hashable: a static jit argument; a new value compiles a new loop)."""
@@ -179,11 +184,13 @@ def sample_logits(logits: Array, rng: Array | None, settings: SamplingConfig) ->
 # never share a trace, and activation constraints are active while tracing.
 
 
-def _scope(shard: sharding.ShardingContext | None):
+def sharding_scope(shard: sharding.ShardingContext | None):
+    """Activation sharding constraints for code traced inside the block (none without a mesh)."""
     return sharding.use_sharding(shard.mesh, shard.rules) if shard is not None else contextlib.nullcontext()
 
 
-def _constrain_cache(cache: KVCache, shard: sharding.ShardingContext | None) -> KVCache:
+def constrain_cache(cache: KVCache, shard: sharding.ShardingContext | None) -> KVCache:
+    """`cache` laid out as `cache_logical_axes()` maps under the shard's rules (unchanged without one)."""
     if shard is None:
         return cache
     return jax.tree.map(
@@ -198,7 +205,7 @@ def _constrain_cache(cache: KVCache, shard: sharding.ShardingContext | None) -> 
 def empty_cache(*, config: ModelConfig, batch: int, length: int, shard) -> KVCache:
     """A cache of `length` slots for `batch` rows (global), created with its sharding."""
     _TRACES["new_cache"] += 1
-    return _constrain_cache(init_cache(config, batch, length), shard)
+    return constrain_cache(init_cache(config, batch, length), shard)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "shard", "sub_chunk"), donate_argnames=("cache",))
@@ -221,7 +228,7 @@ def prefill_step(
     result, with attention temporaries for C query tokens instead of T.
     """
     _TRACES["prefill"] += 1
-    with _scope(shard):
+    with sharding_scope(shard):
         model = Transformer(config)
         b, t = tokens.shape
         if sub_chunk is None or t <= sub_chunk or t % sub_chunk:
@@ -239,17 +246,24 @@ def prefill_step(
                 hidden, cache = model.apply({"params": params}, tok, pos, val, cache, return_hidden=True)
                 here = jax.lax.dynamic_index_in_dim(hidden, last_col % sub_chunk, axis=1, keepdims=True)
                 last = jnp.where(i == last_col // sub_chunk, here.astype(last.dtype), last)
-                return (_constrain_cache(cache, shard), last), None
+                return (constrain_cache(cache, shard), last), None
 
             last = jnp.zeros((b, 1, config.d_model), jnp.dtype(config.dtype))
             xs = (jnp.arange(pieces), split(tokens), split(positions), split(valid))
             (cache, last), _ = jax.lax.scan(body, (cache, last), xs)
         logits = model.apply({"params": params}, last, method=Transformer.logits)[:, 0]
-        return logits, _constrain_cache(cache, shard)
+        return logits, constrain_cache(cache, shard)
 
 
 def _decode_segment(
-    state: DecodeState, params, *, window: int, config: ModelConfig, settings: SamplingConfig, shard
+    state: DecodeState,
+    params,
+    stop_at: Array | None,
+    *,
+    window: int,
+    config: ModelConfig,
+    settings: SamplingConfig,
+    shard,
 ) -> DecodeState:
     """Runs decode steps attending to the first `window` slots while some row is live, steps remain
     and the next slot is below the window."""
@@ -262,6 +276,8 @@ def _decode_segment(
     def body(s: DecodeState) -> DecodeState:
         rng, key = (s.rng, None) if settings.greedy else jax.random.split(s.rng)
         token, logp = sample_logits(s.logits, key, settings)
+        if stop_at is not None:
+            token = jnp.where(s.lengths + 1 >= stop_at, settings.stop_token_ids[0], token)
         live = ~s.done
         token = jnp.where(live, token, settings.pad_id)
         logp = jnp.where(live, logp, 0.0)
@@ -271,7 +287,7 @@ def _decode_segment(
             {"params": params}, token[:, None], s.positions[:, None], live[:, None], s.cache, window=window
         )
         return DecodeState(
-            cache=_constrain_cache(cache, shard),
+            cache=constrain_cache(cache, shard),
             logits=logits[:, 0],
             step=s.step + 1,
             tokens=jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step)),
@@ -300,6 +316,7 @@ def decode_loop(
     positions: Array,
     done: Array,
     rng: Array,
+    stop_at: Array | None = None,
     *,
     config: ModelConfig,
     settings: SamplingConfig,
@@ -310,11 +327,12 @@ def decode_loop(
     The loop runs in segments: while the next slot is below `attention_block`, the model sees only
     the first `attention_block` slots of the cache, then the first 2 * `attention_block`, and so
     on, so a step costs attention over the filled prefix rather than over the whole cache.
-    Segments whose window lies below the start slot run no steps.
+    Segments whose window lies below the start slot run no steps. `stop_at` [B] (benchmarks of
+    length skew): row b emits the first stop token as its stop_at[b]-th token, whatever it drew.
     """
     _TRACES["decode"] += 1
     batch, steps = logits.shape[0], settings.max_new_tokens
-    with _scope(shard):
+    with sharding_scope(shard):
         state = DecodeState(
             cache=cache,
             logits=logits.astype(jnp.float32),
@@ -327,7 +345,9 @@ def decode_loop(
             rng=rng,
         )
         for window in _windows(cache.max_len, settings.attention_block):
-            state = _decode_segment(state, params, window=window, config=config, settings=settings, shard=shard)
+            state = _decode_segment(
+                state, params, stop_at, window=window, config=config, settings=settings, shard=shard
+            )
         return state
 
 
@@ -383,12 +403,14 @@ class Sampler:
             return params
         return jax.device_put(params, self._param_shardings)
 
-    def _put(self, x: np.ndarray) -> Array:
+    def device_rows(self, x: np.ndarray) -> Array:
+        """A host batch [B, ...] (this process's rows) as a global array laid out for the mesh."""
         if self.shard is None:
             return jnp.asarray(x)
         return distributed.global_batch(x, self.shard.mesh, self.shard.rules)
 
-    def _get(self, x: Array) -> np.ndarray:
+    def host_rows(self, x: Array) -> np.ndarray:
+        """This process's rows of a global [B, ...] array, on the host."""
         if self.shard is None:
             return np.asarray(x)
         return distributed.local_rows(x, self.shard.mesh, self.shard.rules)
@@ -419,9 +441,9 @@ class Sampler:
         return prefill_step(
             params,
             cache,
-            self._put(tokens),
-            self._put(positions),
-            self._put(valid),
+            self.device_rows(tokens),
+            self.device_rows(positions),
+            self.device_rows(valid),
             jnp.asarray(last_col, jnp.int32),
             config=self.config,
             shard=self.shard,
@@ -437,6 +459,7 @@ class Sampler:
         settings: SamplingConfig,
         rng: Array,
         done: np.ndarray | None = None,
+        stop_at: np.ndarray | None = None,
     ) -> tuple[Generation, KVCache]:
         """Samples from `logits` [B, V] on, writing at slots [cache.index, cache.index + steps).
 
@@ -444,6 +467,7 @@ class Sampler:
           cache: donated.
           positions: [B] position id of each row's first new token (its count of tokens so far).
           done: [B] rows to leave untouched (default none).
+          stop_at: [B] force each row's stop token as its stop_at-th token (`decode_loop`).
         Returns:
           the host-side `Generation` and the cache, whose index is ``start + steps``.
         """
@@ -459,14 +483,15 @@ class Sampler:
             params,
             cache,
             logits,
-            self._put(positions),
-            self._put(done),
+            self.device_rows(positions),
+            self.device_rows(done),
             rng,
+            None if stop_at is None else self.device_rows(np.asarray(stop_at, np.int32)),
             config=self.config,
             settings=settings,
             shard=self.shard,
         )
-        tokens, logprobs, lengths = (self._get(x) for x in (state.tokens, state.logprobs, state.lengths))
+        tokens, logprobs, lengths = (self.host_rows(x) for x in (state.tokens, state.logprobs, state.lengths))
         mask = np.arange(settings.max_new_tokens)[None, :] < lengths[:, None]
         gen = Generation(
             tokens=tokens,

@@ -74,6 +74,35 @@ def test_prefill_and_decode_through_cache_match_full_forward(preset, scan):
     np.testing.assert_allclose(np.concatenate(steps, axis=1)[valid], full[valid], atol=1e-5, rtol=1e-6)
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_per_row_cache_index_writes_each_row_at_its_own_depth(scan):
+    """Rows that take 0, 1 or 3 tokens per call (right-padded chunks) each write compactly at their
+    own index, and every valid token's logits equal a full forward over that row's own tokens."""
+    config = get_preset("tiny_gemma2", scan_layers=scan)
+    params = _params(config)
+    rng = np.random.default_rng(1)
+    counts = np.asarray([[3, 1, 0], [1, 3, 2], [0, 1, 3], [3, 3, 1], [1, 0, 3]])  # [calls, B]
+    own = [rng.integers(1, config.vocab_size, size=n).astype(np.int32) for n in counts.sum(axis=0)]
+    model = transformer.Transformer(config)
+    step = jax.jit(lambda p, t, pos, v, c: model.apply({"params": p}, t, pos, v, c))
+    cache = transformer.init_cache(config, 3, SEQ)
+    cache = cache.replace(index=jnp.zeros((3,), jnp.int32))
+    done, got = np.zeros(3, np.int32), [[] for _ in own]
+    for n in counts:
+        cols = np.arange(3)[None, :]
+        valid = cols < n[:, None]
+        tokens = np.stack([np.resize(row[d : d + 3], 3) for row, d in zip(own, done)])
+        logits, cache = step(params, np.where(valid, tokens, 0), done[:, None] + cols, valid, cache)
+        for b in range(3):
+            got[b].extend(np.asarray(logits)[b, : n[b]])
+        done += n
+        cache = cache.replace(index=jnp.asarray(done))
+    np.testing.assert_array_equal(np.asarray(cache.valid), np.arange(SEQ)[None] < done[:, None])
+    for b, row in enumerate(own):
+        full = transformer.forward(config, params, row[None], np.arange(len(row))[None], np.ones((1, len(row)), bool))
+        np.testing.assert_allclose(np.stack(got[b]), np.asarray(full)[0], atol=1e-5, rtol=1e-6)
+
+
 def test_gap_is_invisible():
     """A row with invalid slots in the middle gives the logits of the same tokens without them."""
     config = get_preset("tiny_gemma2")

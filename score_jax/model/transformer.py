@@ -34,6 +34,8 @@ Array = jax.Array
 class KVCache:
     """Key/value cache for all layers. Rows are left-aligned: slot ``index`` is written next.
 
+    ``index`` is one slot for every row ([]), or each row's own next slot ([B]: rows that write at
+    different depths, as the slot-pool sampler's do; a chunk's slots past S are then dropped).
     Heads come before slots ([L, B, K, S, D]) so attention contracts a layer's cache as it lies in
     memory, without transposing it every decode step; slice slots on axis 3 (`max_len`).
     """
@@ -42,7 +44,7 @@ class KVCache:
     v: Array  # [L, B, K, S, D]
     positions: Array  # [B, S] int32: position id of the token in each slot
     valid: Array  # [B, S] bool: the slot holds a real token
-    index: Array  # [] int32: next slot to write
+    index: Array  # [] or [B] int32: next slot to write
 
     @property
     def max_len(self) -> int:
@@ -66,6 +68,13 @@ def cache_logical_axes() -> KVCache:
     """Logical axis names of each cache field (for shardings)."""
     kv = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
     return KVCache(k=kv, v=kv, positions=("batch", "cache_length"), valid=("batch", "cache_length"), index=())
+
+
+def write_rows(buffer: Array, chunk: Array, index: Array) -> Array:
+    """`buffer` [B, S, ...] with row b of `chunk` [B, T, ...] written at its slots [index[b], index[b] + T)
+    (slots past S are dropped)."""
+    slots = index[:, None] + jnp.arange(chunk.shape[1])[None, :]
+    return buffer.at[jnp.arange(buffer.shape[0])[:, None], slots].set(chunk.astype(buffer.dtype), mode="drop")
 
 
 def _param(module: nn.Module, name: str, shape, axes, init, config: ModelConfig) -> Array:
@@ -185,9 +194,16 @@ class Attention(nn.Module):
             keys, values = key, value
         else:  # write the chunk into this layer's cache slots, then attend over the whole cache
             cache_k, cache_v = kv
-            start = (layer, 0, 0, ctx["index"], 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, value[None].astype(cache_v.dtype), start)
+            if ctx["index"].ndim:  # per-row slots: one scatter of [B, T, K, D] at (layer, b, :, slot_b + t)
+                rows = jnp.arange(b)[:, None]
+                slots = ctx["index"][:, None] + jnp.arange(t)[None, :]
+                new_k, new_v = (x.transpose(0, 2, 1, 3).astype(cache_k.dtype) for x in (key, value))
+                cache_k = cache_k.at[layer, rows, :, slots].set(new_k, mode="drop")
+                cache_v = cache_v.at[layer, rows, :, slots].set(new_v, mode="drop")
+            else:
+                start = (layer, 0, 0, ctx["index"], 0)
+                cache_k = jax.lax.dynamic_update_slice(cache_k, key[None].astype(cache_k.dtype), start)
+                cache_v = jax.lax.dynamic_update_slice(cache_v, value[None].astype(cache_v.dtype), start)
             kv = (cache_k, cache_v)
             # Only the first W slots are attended (W = the window the caller asked for; see __call__).
             _, batch, heads, _, dim = cache_k.shape
@@ -256,11 +272,11 @@ class Transformer(nn.Module):
 
     ``__call__(tokens [B,T], positions [B,T], valid [B,T], cache=None)`` returns
     ``(logits [B,T,V] float32, cache)``. Without a cache, the T tokens attend to each other; with
-    one, they are written at slots ``[cache.index, cache.index + T)`` and attend to every valid
-    slot, so the same call is both prefill (T = prompt length) and decode (T = 1). With
-    ``window=W`` they attend to the first W slots only (W >= cache.index + T: slots past the
-    written ones hold nothing valid), which makes a step's attention cost grow with the filled
-    prefix rather than the whole cache, without copying the cache.
+    one, they are written at slots ``[cache.index, cache.index + T)`` (of each row, when the index
+    is per row) and attend to every valid slot, so the same call is both prefill (T = prompt
+    length) and decode (T = 1). With ``window=W`` they attend to the first W slots only
+    (W >= cache.index + T: slots past the written ones hold nothing valid), which makes a step's
+    attention cost grow with the filled prefix rather than the whole cache, without copying it.
     """
 
     config: ModelConfig
@@ -319,9 +335,13 @@ class Transformer(nn.Module):
             ctx.update(k_positions=positions, k_valid=valid, index=None)
             kv = None
         else:
-            start = (0, cache.index)
-            k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, start)
-            k_valid = jax.lax.dynamic_update_slice(cache.valid, valid.astype(bool), start)
+            if cache.index.ndim:
+                k_positions = write_rows(cache.positions, positions, cache.index)
+                k_valid = write_rows(cache.valid, valid, cache.index)
+            else:
+                start = (0, cache.index)
+                k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, start)
+                k_valid = jax.lax.dynamic_update_slice(cache.valid, valid.astype(bool), start)
             width = cache.max_len if window is None else min(window, cache.max_len)
             ctx.update(k_positions=k_positions[:, :width], k_valid=k_valid[:, :width], index=cache.index)
             kv = (cache.k, cache.v)
