@@ -155,6 +155,10 @@ KNOWN = get_preset("tiny_llama", vocab_size=32)
 
 @pytest.fixture(scope="module")
 def known_params():
+    return known_model_params()
+
+
+def known_model_params():
     """Attention and MLP outputs zeroed; every token embeds to 8 e_0, which the final norm maps to
     sqrt(E) e_0; so the logits are sqrt(E) * lm_head[0] = TARGET."""
     p = jax.tree.map(np.asarray, init_params(KNOWN, jax.random.key(0)))
