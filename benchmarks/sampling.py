@@ -4,6 +4,7 @@
     python benchmarks/sampling.py --configs tiny --new_tokens 32
     python benchmarks/sampling.py --configs llama3p2_1b --dtype bfloat16 --batch 1,64 \
         --no_transformers --no_cache_steps 0 --no_episodes          # on a GPU (random weights)
+    python benchmarks/sampling.py --skew --configs tiny,llama_125m  # static vs slot-pool episodes
 
 For each config, all in one run on the same machine: greedy tokens per second of
   score_jax_tok_s     Sampler.generate (prefill + while-loop decode on a donated KV cache)
@@ -16,6 +17,13 @@ prefill. The decode roofline (weights + KV cache bytes read per step over the me
 bandwidth, measured beside them) is reported too, and on a known accelerator the fraction of its
 nominal memory bandwidth that the measured decode rate implies (`hbm_fraction`). Any model preset
 name works in --configs (random weights of that shape). The last line printed is one JSON object.
+
+With --skew, instead: K-attempt episodes (4 x batch of them, greedy) whose attempts stop at
+lengths drawn from a lognormal (median 0.15 and 95th percentile 0.9 of new_tokens; the same draws
+for both samplers), sampled by `EpisodeSampler` (batch rows at a time, each attempt decoded to
+its slowest row) and by `SlotEpisodeSampler` (a pool of batch slots, refilled as episodes end):
+episodes_s, useful_tok_s (attempt tokens per second) and slot_utilisation (attempt tokens over
+row-steps of decoding; the pool's steps include those that feed prompts and instructions).
 
 On a shared 2-core machine every number moves with the other load; torch's generate suffers most
 (its two OpenMP threads stall when a core is taken), so compare numbers from one run only.
@@ -37,6 +45,7 @@ from score_jax import sampling
 from score_jax.episodes import EpisodeSampler
 from score_jax.model import Transformer, get_preset, init_params
 from score_jax.model.config import ModelConfig
+from score_jax.slot_sampling import SlotEpisodeSampler
 from score_jax.tokenizer import ByteTokenizer, get_chat_template
 
 CONFIGS = {
@@ -267,6 +276,94 @@ def _episodes(params, config, settings, batch, prompt_len, repeats) -> dict:
     return out
 
 
+def skew_lengths(rng: np.random.Generator, shape, max_new_tokens: int) -> np.ndarray:
+    """Attempt lengths, lognormal with median 0.15 N and 95th percentile 0.9 N, clipped to [1, N]."""
+    sigma = np.log(0.9 / 0.15) / 1.6448536  # the standard normal's 95th percentile
+    draws = rng.lognormal(np.log(0.15 * max_new_tokens), sigma, shape)
+    return np.clip(np.round(draws), 1, max_new_tokens).astype(np.int32)
+
+
+class _ForcedStops(sampling.Sampler):
+    """A static `Sampler` whose successive decode calls (attempt k of group g, in the order
+    `EpisodeSampler.sample` makes them) stop rows at `stop_at[g, k]` [rows] tokens."""
+
+    def __init__(self, config: ModelConfig, stop_at: np.ndarray):
+        super().__init__(config)
+        self.stop_at, self.calls = stop_at, 0
+
+    def decode(self, *args, **kwargs):
+        groups, attempts = self.stop_at.shape[:2]
+        group, attempt = divmod(self.calls % (groups * attempts), attempts)
+        self.calls += 1
+        return super().decode(*args, stop_at=self.stop_at[group, attempt], **kwargs)
+
+
+def bench_skew(
+    name: str,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    dtype: str,
+    num_attempts: int,
+    refill_chunk: int,
+    refill_rows: int,
+) -> dict:
+    """Static against slot-pool episodes under length skew (module docstring), same draws, same tokens."""
+    config = _config(name, dtype)
+    params = init_params(config, jax.random.key(0))
+    groups, tok, template = 4, _WideByteTokenizer(), get_chat_template("gemma")
+    rows = groups * batch
+    stop_at = skew_lengths(np.random.default_rng(0), (num_attempts, rows), new_tokens)
+    settings = sampling.SamplingConfig(
+        max_new_tokens=new_tokens,
+        greedy=True,
+        length_buckets=(prompt_len,),
+        stop_token_ids=(config.vocab_size - 1,),  # forced (a natural one would show as a length mismatch)
+    )
+    overhead = len(template.prompt(tok, ""))
+    first_turns = ["".join(chr(97 + (i * 7 + j) % 26) for j in range(prompt_len - overhead)) for i in range(rows)]
+    static = EpisodeSampler(config, tok, template, settings)
+    static.sampler = _ForcedStops(config, stop_at.reshape(num_attempts, groups, batch).swapaxes(0, 1))
+    pool = SlotEpisodeSampler(config, tok, template, settings, refill_chunk=refill_chunk, refill_rows=refill_rows)
+    run = dict(rng=jax.random.key(0), num_attempts=num_attempts, batches=groups)
+    episodes = {}
+
+    def sample(mode: str):
+        if mode == "static":
+            episodes[mode] = static.sample(params, first_turns, INSTRUCTION, **run)
+        else:
+            episodes[mode] = pool.sample(params, first_turns, INSTRUCTION, stop_at=stop_at, **run)
+
+    repeats = 2 if config.num_params() < 10**7 else 1
+    seconds = {mode: _timed(functools.partial(sample, mode), repeats) for mode in ("static", "slots")}
+    for mode, ep in episodes.items():
+        np.testing.assert_array_equal(ep.lengths, stop_at, err_msg=f"{mode}: a row stopped on its own")
+    assert episodes["static"].texts == episodes["slots"].texts, "static and slot-pool episodes differ"
+    useful = int(stop_at.sum())
+    # Static: each group decodes every attempt until its slowest row stops.
+    static_slots = int(stop_at.reshape(num_attempts, groups, batch).max(axis=2).sum()) * batch
+    out = {
+        "episodes": rows,
+        "pool_slots": batch,
+        "num_attempts": num_attempts,
+        "refill_chunk": refill_chunk,
+        "refill_rows": refill_rows,
+    }
+    out["useful_tokens"] = useful
+    out["mean_attempt_len"] = float(stop_at.mean())
+    for mode, decoded in (("static", static_slots), ("slots", pool.last_stats["decoded_slots"])):
+        out[mode] = {
+            "seconds": seconds[mode],
+            "episodes_s": rows / seconds[mode],
+            "useful_tok_s": useful / seconds[mode],
+            "decoded_slots": decoded,
+            "slot_utilisation": useful / decoded,
+        }
+    out["slots"] = {**out["slots"], "loop_steps": pool.last_stats["steps"], "feed_steps": pool.last_stats["feed_steps"]}
+    out["episodes_s_ratio"] = out["slots"]["episodes_s"] / out["static"]["episodes_s"]
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="tiny,llama_125m")
@@ -283,6 +380,10 @@ def main():
     parser.add_argument("--no_transformers", action="store_true")
     parser.add_argument("--no_episodes", action="store_true", help="skip the two-attempt episode timings")
     parser.add_argument("--dtype", default="float32", help="parameter and compute dtype: float32 or bfloat16")
+    parser.add_argument("--skew", action="store_true", help="static vs slot-pool episodes under length skew")
+    parser.add_argument("--attempts", type=int, default=2, help="--skew: attempts per episode")
+    parser.add_argument("--refill_chunk", type=int, default=32, help="--skew: tokens a slot feeds per step")
+    parser.add_argument("--refill_rows", type=int, default=2, help="--skew: slots fed per step")
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
     result = {
@@ -297,6 +398,19 @@ def main():
         steps = args.new_tokens if name == "tiny" else args.no_cache_steps
         for batch in batches:
             key = name if len(batches) == 1 else f"{name}@{batch}"
+            if args.skew:
+                result[key] = bench_skew(
+                    name,
+                    batch,
+                    args.prompt_len,
+                    args.new_tokens,
+                    args.dtype,
+                    args.attempts,
+                    args.refill_chunk,
+                    args.refill_rows,
+                )
+                print(key, json.dumps(result[key]), flush=True)
+                continue
             result[key] = bench(
                 name,
                 batch,
