@@ -9,10 +9,14 @@ multi-turn RL baselines), `score_jax.baselines.run` (``method`` self_refine, sta
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import distributed
+from score_jax import cli, distributed
 
+cli.drop_unknown_overrides()  # before the config flag parses: a misspelt field gets a plain "did you mean"
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports (resumed if present).")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume even if the overrides change training settings (the changes are printed)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,8 +37,8 @@ def main(argv):
     else:
         from score_jax import train
 
-        train.run(config, _WORKDIR.value)
+        train.run(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # absl's app.run, with config problems printed as one message (exit 2), no traceback
