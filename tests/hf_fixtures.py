@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import transformers
 
+from score_jax.checkpoints import hf
+
 # Small models of each family; sizes divide an 8-device mesh on every sharded axis.
 _COMMON = dict(
     vocab_size=256,
@@ -74,14 +76,6 @@ _CONFIG_CLASSES = {
     "qwen2": "Qwen2Config",
     "qwen3": "Qwen3Config",
 }
-_MODEL_CLASSES = {
-    "gemma": "GemmaForCausalLM",
-    "gemma2": "Gemma2ForCausalLM",
-    "gemma3": "Gemma3ForCausalLM",
-    "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-}
 
 
 def tiny_hf_model(family: str, tied: bool | None = None, seed: int = 0, **config_overrides) -> torch.nn.Module:
@@ -95,7 +89,7 @@ def tiny_hf_model(family: str, tied: bool | None = None, seed: int = 0, **config
         kwargs["tie_word_embeddings"] = tied
     config = getattr(transformers, _CONFIG_CLASSES[family])(**kwargs)
     torch.manual_seed(seed)
-    model = getattr(transformers, _MODEL_CLASSES[family])(config)
+    model = getattr(transformers, hf.ARCHITECTURES[family])(config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -15,18 +15,6 @@ MBPP_TESTS = ["assert f(2) == 4", "assert f(3) == 6"]
 DOUBLE = "def f(x):\n    return 2 * x\n"
 
 
-@pytest.fixture(scope="module")
-def pool():
-    with code.SandboxPool(2) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def fallback_pool():
-    with code.SandboxPool(1, use_namespaces=False) as p:
-        yield p
-
-
 # -- verdicts ------------------------------------------------------------------------------------
 
 

