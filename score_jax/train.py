@@ -31,7 +31,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax import config as config_lib
-from score_jax import distributed, episodes, evaluate, metrics, offline_attempts, run_setup, sharding
+from score_jax import (
+    distributed,
+    episodes,
+    evaluate,
+    metrics,
+    offline_attempts,
+    run_setup,
+    sharding,
+    slot_sampling,
+)
 from score_jax.checkpoints import manager as ckpt_lib
 from score_jax.data import PromptBatches
 from score_jax.episodes import Episode
@@ -166,7 +175,8 @@ def run(
     ref_shardings = jax.tree.map(lambda x: x.sharding, setup.ref_params)
     writer = metrics.MetricWriter(workdir, enabled=is_chief)
     progress = metrics.Progress(total_steps, label="train", enabled=is_chief)
-    sampler = episodes.EpisodeSampler(
+    sampler_class = {"static": episodes.EpisodeSampler, "slots": slot_sampling.SlotEpisodeSampler}[rl.sampler]
+    sampler = sampler_class(
         setup.model_config,
         setup.tokenizer,
         setup.template,

@@ -50,8 +50,9 @@ def run_digits(tmp_path, config):
     return train.run(config, str(tmp_path), setup=setup)
 
 
-def test_stage2_lifts_reward_from_chance(tmp_path):
-    config = tiny_config("stage2:30", alpha=0.0, beta1=0.0)
+@pytest.mark.parametrize("sampler", ["static", "slots"])
+def test_stage2_lifts_reward_from_chance(tmp_path, sampler):
+    config = tiny_config("stage2:30", alpha=0.0, beta1=0.0, sampler=sampler)
     config.optim.learning_rate = 3e-3
     config.rl.sampling_batches = 2  # each step's episodes come from two sampling passes
     result = run_digits(tmp_path, config)
