@@ -278,10 +278,7 @@ class EpisodeSampler:
             lengths[k], truncated[k] = gen.lengths, gen.truncated
             counts = counts + gen.lengths
             texts.append(
-                [
-                    tok.decode(_strip_stop(gen.tokens[b, : gen.lengths[b]], settings.stop_token_ids))
-                    for b in range(batch)
-                ]
+                [tok.decode(strip_stop(gen.tokens[b, : gen.lengths[b]], settings.stop_token_ids)) for b in range(batch)]
             )
             if k == num_attempts - 1:
                 break
@@ -341,8 +338,9 @@ def gap_instructions(instruction: str | Sequence[str], num_attempts: int) -> tup
     return texts
 
 
-def _strip_stop(ids: np.ndarray, stop_ids: tuple[int, ...]) -> list[int]:
+def strip_stop(ids: np.ndarray, stop_ids: tuple[int, ...]) -> list[int]:
     ids = [int(i) for i in ids]
     if ids and ids[-1] in stop_ids:
         ids = ids[:-1]
+    """The token ids of an attempt without its final stop token (texts hold no stop token)."""
     return ids

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from score_jax.episodes import Episode, EpisodeSampler
+from score_jax.episodes import Episode, EpisodeSampler, strip_stop
 
 
 def continue_from(sampler: EpisodeSampler, params: Any, first: Episode, instruction: str, rng: jax.Array) -> Episode:
@@ -58,10 +58,7 @@ def continue_from(sampler: EpisodeSampler, params: Any, first: Episode, instruct
     masks[1, :, length:] = gen.mask[:, : gen.steps]
     logprobs[:, length:] = np.where(gen.mask, gen.logprobs, 0.0)[:, : gen.steps]
     steps = np.arange(gen.steps)[None, :]
-    texts = []
-    for b in range(batch):
-        ids = [int(t) for t in gen.tokens[b, : gen.lengths[b]]]
-        texts.append(tok.decode(ids[:-1] if ids and ids[-1] in fixed.stop_token_ids else ids))
+    texts = [tok.decode(strip_stop(gen.tokens[b, : gen.lengths[b]], fixed.stop_token_ids)) for b in range(batch)]
     return Episode(
         tokens=np.concatenate([tokens, gen.tokens[:, : gen.steps]], axis=1),
         positions=np.concatenate([positions, valid.sum(axis=1, keepdims=True) + steps], axis=1).astype(np.int32),
