@@ -339,8 +339,8 @@ def gap_instructions(instruction: str | Sequence[str], num_attempts: int) -> tup
 
 
 def strip_stop(ids: np.ndarray, stop_ids: tuple[int, ...]) -> list[int]:
+    """The token ids of an attempt without its final stop token (texts hold no stop token)."""
     ids = [int(i) for i in ids]
     if ids and ids[-1] in stop_ids:
         ids = ids[:-1]
-    """The token ids of an attempt without its final stop token (texts hold no stop token)."""
     return ids
