@@ -13,7 +13,10 @@ Arguments are `jax.ShapeDtypeStruct`s carrying the mesh shardings, so each progr
 partitioned exactly as in a run. For each it prints the compile time and the memory per device
 the compiler reports (arguments, outputs, temporaries; sampling also counts the optimizer state
 and reference parameters that stay resident while it runs) and exits non-zero when a program
-does not compile or its peak exceeds the device memory.
+does not compile or its peak exceeds the device memory. With ``model.lora.rank`` > 0 the programs
+are LoRA's: the train state holds the adapters and their optimizer state, the base weights are
+stored once (in ``model.reference_dtype``) and serve as the reference; run it again with
+``--config.model.lora.rank=0`` for the same check with every weight trained.
 
 Targets:
   * default: the devices of the installed backend (e.g. one GPU host);
@@ -45,7 +48,7 @@ import jax.numpy as jnp
 
 from score_jax import config as config_lib
 from score_jax import episodes, run_setup, sampling, sharding
-from score_jax.model import init_params
+from score_jax.model import init_params, lora
 from score_jax.model.transformer import param_shardings
 from score_jax.rl import objectives
 from score_jax.rl import train_step as step_lib
@@ -97,6 +100,7 @@ class Report:
     num_devices: int
     memory_limit_bytes: int | None
     steps: list[StepReport]
+    training: str = ""  # what is trained: every weight, or LoRA adapters (rank, targets, parameter count)
 
     def table(self) -> str:
         mesh = ", ".join(f"{k}={v}" for k, v in self.mesh.items())
@@ -104,6 +108,7 @@ class Report:
         lines = [
             f"compile check: mesh ({mesh}) on {self.num_devices} x {self.device_kind}, rules "
             f"{self.rules}, memory per device: {limit}",
+            f"trained: {self.training}",
             f"{'program':<12} {'compile s':>9} {'args':>10} {'outputs':>10} {'temp':>10} {'resident':>10} "
             f"{'peak/device':>12}  shapes",
         ]
@@ -205,12 +210,17 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
     params = _abstract(
         jax.eval_shape(functools.partial(init_params, policy), jax.random.key(0)), param_shardings(policy, mesh, rules)
     )
-    ref_params = jax.tree.map(
-        lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(config.model.reference_dtype), sharding=p.sharding), params
-    )
+    if policy.lora is None:
+        ref_params = jax.tree.map(
+            lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(config.model.reference_dtype), sharding=p.sharding),
+            params,
+        )
+    else:  # the reference is the policy's own base weights
+        ref_params = lora.base(params)
+    trained = lora.trainable(policy, params)
     tx = run_setup.optimizer(config)
-    init_fn = step_lib.make_init_fn(tx, _shardings(params))
-    state = _abstract(jax.eval_shape(init_fn, params), init_fn.lower(params).compile().output_shardings)
+    init_fn = step_lib.make_init_fn(tx, _shardings(trained))
+    state = _abstract(jax.eval_shape(init_fn, trained), init_fn.lower(trained).compile().output_shardings)
 
     reports = []
     batch = {
@@ -250,8 +260,9 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         )
     )
 
-    # Sampling runs while the optimizer state and the reference parameters stay on the device.
-    resident = _bytes_per_device(state.opt_state) + _bytes_per_device(ref_params)
+    # Sampling runs while the optimizer state and the reference parameters stay on the device (under
+    # LoRA the reference is the base, which the sampler's parameters already hold).
+    resident = _bytes_per_device(state.opt_state) + (_bytes_per_device(ref_params) if policy.lora is None else 0)
     shard = sharding.ShardingContext(mesh, rules)
     cache_fn = sampling.empty_cache.lower(config=policy, batch=sample_rows, length=slots, shard=shard).compile()
     cache = _abstract(
@@ -316,6 +327,19 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         len(devices),
         memory_limit_bytes,
         reports,
+        _training(policy, params),
+    )
+
+
+def _training(policy, params) -> str:
+    """What the optimizer trains, in words (for the report's header)."""
+    count = lambda tree: sum(math.prod(x.shape) for x in jax.tree.leaves(tree))  # noqa: E731
+    if policy.lora is None:
+        return f"every weight ({count(params) / 1e6:,.1f}M parameters)"
+    adapters = lora.adapters(params)
+    return (
+        f"LoRA rank {policy.lora.rank}, alpha {policy.lora.alpha:g} on {','.join(policy.lora.targets)}: "
+        f"{count(adapters) / 1e6:,.1f}M adapter parameters over {count(lora.base(params)) / 1e6:,.1f}M frozen"
     )
 
 

@@ -12,7 +12,7 @@ import os
 
 import ml_collections
 
-from score_jax.model.config import ATTENTION_IMPLS
+from score_jax.model.config import ATTENTION_IMPLS, LORA_TARGETS
 from score_jax.rl import estimators, objectives
 
 
@@ -41,6 +41,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.scan_layers = False  # scan over layers (faster compiles on deep models)
     c.model.attention_impl = "xla"  # xla, or cudnn: fused flash attention for training/scoring on NVIDIA GPUs (bf16)
     c.model.overrides = ml_collections.ConfigDict()  # other ModelConfig fields to override (tiny test models)
+    # LoRA (score_jax.model.lora): the policy is the frozen base plus low-rank adapters, the reference is
+    # the same base arrays with the adapters off, and the optimizer holds the adapters only. The base is then
+    # stored once, in model.reference_dtype; model.param_dtype is the adapters' dtype.
+    c.model.lora = ml_collections.ConfigDict()
+    c.model.lora.rank = 0  # adapter rank r; 0 = no adapters: every weight is trained (full fine-tuning)
+    c.model.lora.alpha = 16.0  # adapters add (alpha / rank) * B A x, as PEFT scales them
+    c.model.lora.targets = LORA_TARGETS  # projections adapted: some of q, k, v, o (attention), gate, up, down (MLP)
+    c.model.lora.dropout = 0.0  # must stay 0: dropout would make the trained log-probs differ from the sampled ones
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (1, -1, 1)  # devices along (data, fsdp, tensor); one axis may be -1 = the rest
@@ -366,6 +374,7 @@ def config_problems(config, num_devices: int | None = None, process_count: int =
                 f"model.{field}={config.model[field]!r}: parameters, compute and reference are float32 or bfloat16 "
                 "(any combination: the policy and its reference then compute exactly alike at step 0)"
             )
+    problems += _lora_problems(config)
     impl = config.model.attention_impl
     if impl not in ATTENTION_IMPLS:
         problems.append(f"model.attention_impl={impl!r} is unknown; choose one of {ATTENTION_IMPLS}")
@@ -420,6 +429,43 @@ def config_problems(config, num_devices: int | None = None, process_count: int =
         _validate_method(config)
     except ConfigError as e:
         problems.append(str(e))
+    return problems
+
+
+def lora_targets(config) -> tuple[str, ...]:
+    """``model.lora.targets`` as names (the command line's ``q,k,v,o`` arrives as one string)."""
+    targets = config.model.lora.targets
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    return tuple(name.strip() for entry in targets for name in str(entry).split(",") if name.strip())
+
+
+def _lora_problems(config) -> list[str]:
+    """``model.lora``: a rank, a positive alpha, known targets, no dropout, the RL trainer."""
+    lora = config.model.lora
+    problems = []
+    if lora.rank < 0:
+        problems.append(f"model.lora.rank={lora.rank} must be >= 0 (0 = no adapters, full fine-tuning)")
+    if not lora.rank:
+        return problems
+    if lora.alpha <= 0:
+        problems.append(f"model.lora.alpha={lora.alpha} must be > 0 (the adapters are scaled by alpha / rank)")
+    targets = lora_targets(config)
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    if unknown or not targets:
+        problems.append(
+            f"model.lora.targets={targets}: {unknown or 'none given'}; choose some of {LORA_TARGETS} "
+            "(e.g. --config.model.lora.targets=q,k,v,o)"
+        )
+    if lora.dropout:
+        problems.append(
+            f"model.lora.dropout={lora.dropout}: LoRA dropout is not supported (the policy's trained log-probs "
+            "must be those it sampled with, and the KL to the base exact); set it to 0"
+        )
+    if config.method != "rl":
+        problems.append(
+            f"model.lora.rank={lora.rank} with method={config.method!r}: LoRA trains with the RL trainer only "
+            "(score_jax.train); the baselines' fine-tuning (score_jax.sft) trains every weight: set model.lora.rank=0"
+        )
     return problems
 
 

@@ -22,7 +22,8 @@ import optax
 
 from score_jax import config as config_lib
 from score_jax import data, sharding, tasks
-from score_jax.model import ModelConfig, get_preset, init_params
+from score_jax.model import ModelConfig, get_preset, init_params, lora
+from score_jax.model.config import LoraConfig
 from score_jax.rl import train_step as step_lib
 from score_jax.sampling import SamplingConfig
 from score_jax.tokenizer import ByteTokenizer, ChatTemplate, Tokenizer, get_chat_template
@@ -39,8 +40,8 @@ class Setup:
     ref_config: ModelConfig
     tokenizer: Tokenizer
     template: ChatTemplate
-    params: Any  # initial policy parameters (sharded)
-    ref_params: Any  # frozen reference parameters (sharded, possibly bf16)
+    params: Any  # initial policy parameters (sharded; under LoRA the base arrays plus fresh adapters)
+    ref_params: Any  # frozen reference parameters (sharded, possibly bf16; under LoRA the policy's own base arrays)
     task: tasks.Task
 
 
@@ -53,7 +54,10 @@ def build(config, workdir: str) -> Setup:
     model_config, params = build_model(config, mesh, rules, tokenizer)
     template = chat_template(config, model_config)
     ref_config = reference_config(config, model_config)
-    params, ref_params = policy_and_reference(params, config.model.reference_dtype)
+    if model_config.lora is None:
+        params, ref_params = policy_and_reference(params, config.model.reference_dtype)
+    else:  # the reference is the base: the policy's own frozen arrays, adapters off
+        ref_params = lora.base(params)
     task = tasks.build_task_on_all_processes(config, data_dir=dataset_dir(config, workdir))
     return Setup(config, mesh, rules, model_config, ref_config, tokenizer, template, params, ref_params, task)
 
@@ -81,10 +85,14 @@ def build_tokenizer(config) -> Tokenizer:
 
 
 def model_numerics(config) -> dict:
-    """The ModelConfig fields ``config.model`` sets whatever the architecture (dtypes, remat, scan)."""
+    """The ModelConfig fields ``config.model`` sets whatever the architecture (dtypes, remat, scan).
+
+    Under LoRA the base weights are stored once, frozen, in ``model.reference_dtype`` (they are the
+    reference); ``model.param_dtype`` is then the adapters' dtype (`lora_config`).
+    """
     m = config.model
     return dict(
-        param_dtype=m.param_dtype,
+        param_dtype=m.reference_dtype if m.lora.rank else m.param_dtype,
         dtype=m.dtype,
         remat_policy=m.remat_policy,
         scan_layers=m.scan_layers,
@@ -92,8 +100,18 @@ def model_numerics(config) -> dict:
     )
 
 
-def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
-    """The policy's ModelConfig without its weights: the HF checkpoint's config.json, or the preset."""
+def lora_config(config) -> LoraConfig | None:
+    """``model.lora`` as the model's LoraConfig (adapters stored in ``model.param_dtype``); None when rank is 0."""
+    m = config.model
+    if not m.lora.rank:
+        return None
+    return LoraConfig(
+        rank=m.lora.rank, alpha=m.lora.alpha, targets=config_lib.lora_targets(config), param_dtype=m.param_dtype
+    )
+
+
+def base_config(config, tokenizer: Tokenizer) -> ModelConfig:
+    """The base model's ModelConfig (no adapters): the HF checkpoint's config.json, or the preset."""
     numerics = model_numerics(config)
     if config.model.hf_checkpoint:
         from score_jax.checkpoints import hf
@@ -110,20 +128,35 @@ def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
     return preset
 
 
+def policy_config(config, tokenizer: Tokenizer) -> ModelConfig:
+    """The policy's ModelConfig without its weights: the base's, with ``model.lora``'s adapters."""
+    return base_config(config, tokenizer).replace(lora=lora_config(config))
+
+
 def reference_config(config, model_config: ModelConfig) -> ModelConfig:
-    """The frozen reference's ModelConfig: the policy's architecture and compute dtype, its parameters
-    stored in ``model.reference_dtype`` (see `policy_and_reference`)."""
-    return model_config.replace(param_dtype=config.model.reference_dtype, remat_policy="none")
+    """The frozen reference's ModelConfig: the policy's architecture and compute dtype, no adapters, its
+    parameters stored in ``model.reference_dtype`` (see `policy_and_reference`)."""
+    return model_config.replace(param_dtype=config.model.reference_dtype, remat_policy="none", lora=None)
 
 
 def build_model(config, mesh, rules, tokenizer: Tokenizer) -> tuple[ModelConfig, Any]:
-    """Model config and initial (base) parameters: an HF checkpoint, or a seeded random init."""
+    """The policy's config and initial parameters: the base (an HF checkpoint, or a seeded random
+    init), with fresh adapters laid in under LoRA."""
     if config.model.hf_checkpoint:
         from score_jax.checkpoints import hf
 
-        return hf.load_hf_checkpoint(config.model.hf_checkpoint, mesh=mesh, rules=rules, **model_numerics(config))
-    policy = policy_config(config, tokenizer)
-    return policy, init_params(policy, jax.random.key(config.seed), mesh, rules)
+        model_config, params = hf.load_hf_checkpoint(
+            config.model.hf_checkpoint, mesh=mesh, rules=rules, **model_numerics(config)
+        )
+    else:
+        model_config = base_config(config, tokenizer)
+        params = init_params(model_config, jax.random.key(config.seed), mesh, rules)
+    adapters = lora_config(config)
+    if adapters is None:
+        return model_config, params
+    model_config = model_config.replace(lora=adapters)
+    key = jax.random.fold_in(jax.random.key(config.seed), 1)  # not the base's init key
+    return model_config, lora.merge(params, lora.init_adapters(model_config, key, mesh, rules))
 
 
 def reference_copy(params: Any, dtype: str) -> Any:
@@ -230,6 +263,45 @@ def learning_rate_schedule(config) -> optax.Schedule:
     """The learning rate of each update of `optimizer` (update 0 first)."""
     o = config.optim
     return step_lib.learning_rate_schedule(o.learning_rate, o.warmup_steps, total_steps(config), o.schedule)
+
+
+def lora_base(config, ref_params: Any) -> dict:
+    """What a LoRA run's checkpoints record of the base its adapters sit on: where it came from and a
+    fingerprint of its weights (`score_jax.model.lora.fingerprint`)."""
+    source = config.model.hf_checkpoint or f"random init of {config.model.preset} (seed {config.seed})"
+    return {"path": source, "fingerprint": lora.fingerprint(ref_params)}
+
+
+def check_lora_base(extra: dict, current: dict, where: str) -> None:
+    """Refuses adapters saved on other base weights than `current` (a `lora_base` record)."""
+    saved = extra.get("lora_base")
+    if saved is None:
+        raise config_lib.ConfigError(
+            f"{where} holds no LoRA adapters (its run trained every weight, model.lora.rank=0); "
+            "restore it with model.lora.rank=0"
+        )
+    if saved["fingerprint"] != current["fingerprint"]:
+        raise config_lib.ConfigError(
+            f"{where} holds LoRA adapters trained on other base weights: {saved['path']} "
+            f"(fingerprint {saved['fingerprint'][:16]}...), but the base loaded now, {current['path']}, has "
+            f"fingerprint {current['fingerprint'][:16]}...; pass the checkpoint the adapters were trained on "
+            "(model.hf_checkpoint) or start a new run"
+        )
+
+
+def restore_policy(config, model_config: ModelConfig, params: Any, path: str, step: int | None = None):
+    """(step, policy parameters, extra) of a run's checkpoint (`path`: its checkpoint directory or a
+    step folder; the newest step unless `step`). `params` are the policy's initial parameters, as
+    `build_model` returns them: under LoRA the adapters are restored over their base, which must
+    be the one they were trained on (else ConfigError)."""
+    from score_jax.checkpoints import manager as ckpt_lib
+
+    state = step_lib.init_train_state(lora.trainable(model_config, params), optimizer(config))
+    step, state, extra = ckpt_lib.restore_from_path(path, ckpt_lib.abstract_like(state), step)
+    base = lora.base(params) if model_config.lora is not None else None
+    if base is not None:
+        check_lora_base(extra, lora_base(config, base), path)
+    return step, lora.policy_params(model_config, base, state.params), extra
 
 
 def checkpoint_dir(config, workdir: str) -> str:

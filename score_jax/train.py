@@ -44,6 +44,7 @@ from score_jax import (
 from score_jax.checkpoints import manager as ckpt_lib
 from score_jax.data import PromptBatches
 from score_jax.episodes import Episode
+from score_jax.model import lora
 from score_jax.rl import estimators, objectives
 from score_jax.rl import train_step as step_lib
 from score_jax.run_setup import Setup
@@ -139,7 +140,14 @@ def run(
     rl, schedule = config.rl, config_lib.stage_schedule(config)
     total_steps = run_setup.total_steps(config)
     tx = run_setup.optimizer(config)
-    state = step_lib.init_train_state(setup.params, tx)
+    # Under LoRA the state holds the adapters (the base stays in setup.ref_params, shared, frozen).
+    state = step_lib.init_train_state(lora.trainable(setup.model_config, setup.params), tx)
+    lora_base = None if setup.model_config.lora is None else run_setup.lora_base(config, setup.ref_params)
+
+    def policy(trained):
+        """The policy's whole parameter tree from the state's (the adapters over the base, under LoRA)."""
+        return lora.policy_params(setup.model_config, setup.ref_params, trained)
+
     # Each process reads the prompts of the rows its devices hold: its block of every global batch.
     slot, slots = distributed.batch_slot(setup.mesh, setup.rules)
     if rl.prompts_per_step % slots:
@@ -163,11 +171,15 @@ def run(
     restored = checkpointer.restore_latest(ckpt_lib.abstract_like(state))
     if restored is not None:
         start_step, state, extra = restored
+        if lora_base is not None:
+            run_setup.check_lora_base(extra, lora_base, checkpointer.directory)
         batches.set_state(extra["data"])
         checkpointer.best_metric = extra.get("best_metric")
         _say(f"resumed from step {start_step} of {total_steps} in {workdir}")
     elif rl.init_from:
-        _, init_state, _ = ckpt_lib.restore_from_path(rl.init_from, ckpt_lib.abstract_like(state))
+        _, init_state, extra = ckpt_lib.restore_from_path(rl.init_from, ckpt_lib.abstract_like(state))
+        if lora_base is not None:
+            run_setup.check_lora_base(extra, lora_base, rl.init_from)
         state = step_lib.init_train_state(init_state.params, tx)
         _say(f"policy initialised from {rl.init_from}")
 
@@ -201,7 +213,7 @@ def run(
     )
 
     def extra_state(step: int, stage: str, step_metrics: dict) -> dict:
-        return {
+        extra = {
             "data": batches.get_state(),
             "step": step,
             "stage": stage,
@@ -209,6 +221,7 @@ def run(
             "config": config_json,
             "metrics": {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0},
         }
+        return extra if lora_base is None else dict(extra, lora_base=lora_base)
 
     with _Preemption() as preemption, sharding.use_sharding(setup.mesh, setup.rules):
         step_metrics: dict[str, float] = {}
@@ -224,7 +237,7 @@ def run(
             user_turns = [setup.task.preset.first_turn(ex) for ex in examples]
             rng = jax.random.fold_in(jax.random.key(config.seed), step)
             episode = sampler.sample(
-                state.params,
+                policy(state.params),
                 user_turns,
                 setup.task.preset.correction_instruction,
                 num_samples=rl.samples_per_prompt,
@@ -234,7 +247,7 @@ def run(
             )
             online_rows = len(episode.prompt_index)
             if rl.offline_first_attempts and stage == "stage2":
-                episode = _with_offline_first_attempts(setup, sampler, state.params, episode, user_turns, rng)
+                episode = _with_offline_first_attempts(setup, sampler, policy(state.params), episode, user_turns, rng)
             t_sample = time.perf_counter()
 
             row_examples = [examples[i % len(examples)] for i in episode.prompt_index]
@@ -322,7 +335,7 @@ def run(
             stage_ends = stage_at(schedule, step + 1)[1] != stage_index or step + 1 == total_steps
             last_step = step + 1 == total_steps  # evaluated after the loop
             if config.eval.every_steps and (step + 1) % config.eval.every_steps == 0 and not last_step:
-                eval_metrics = _evaluate(setup, state.params, config)
+                eval_metrics = _evaluate(setup, policy(state.params), config)
                 writer.write(step + 1, eval_metrics, prefix="eval/")
             # Saves are collective: every process must take the same branch (the metric is global,
             # and a SIGTERM that reached only some processes stops them all).
@@ -331,7 +344,9 @@ def run(
             if config.checkpoint.select_by == "train_reward":
                 selection = float(step_metrics["reward/mean"])
             elif saving:  # validation: Acc@t2 on the carved-out training problems, at each save
-                validation, _ = evaluate.evaluate(setup, state.params, config, examples=list(setup.task.validation))
+                validation, _ = evaluate.evaluate(
+                    setup, policy(state.params), config, examples=list(setup.task.validation)
+                )
                 writer.write(step + 1, validation, prefix="validation/")
                 selection = validation["acc_t2"]
             else:
@@ -349,7 +364,7 @@ def run(
                 return RunResult({}, state, history, preempted=True)
 
         checkpointer.wait()
-        eval_metrics = _evaluate(setup, state.params, config)
+        eval_metrics = _evaluate(setup, policy(state.params), config)
         writer.write(total_steps, eval_metrics, prefix="eval/")
     writer.close()
     checkpointer.close()
@@ -393,7 +408,8 @@ def _with_offline_first_attempts(setup: Setup, sampler, params, episode, user_tu
     rl = setup.config.rl
     instruction = setup.task.preset.correction_instruction
     first = sampler.sample(
-        setup.ref_params,
+        # The reference through the policy's sampler: its parameters, or under LoRA the policy's with adapters off.
+        setup.ref_params if setup.model_config.lora is None else lora.adapters_off(setup.model_config, params),
         user_turns,
         instruction,
         num_samples=rl.samples_per_prompt,

@@ -73,8 +73,9 @@ _GEMMA3_DEFAULTS = {
 }
 # Transformers' default for tie_word_embeddings when config.json leaves it out.
 _DEFAULT_TIED = {"gemma": True, "gemma2": True, "gemma3": True, "llama": False, "qwen2": False, "qwen3": False}
-# ModelConfig fields that do not change the architecture (and so are not part of config.json).
-_NUMERICS_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers", "attention_impl")
+# ModelConfig fields config.json does not hold: numerics and compilation, and LoRA adapters (exported
+# merged into the weights, or as a PEFT adapter directory: `save_peft_adapters`).
+_NUMERICS_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers", "attention_impl", "lora")
 
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 _DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
@@ -747,6 +748,42 @@ def _replacing_directory(path: str) -> Iterator[str]:
         os.rename(tmp, path)
 
 
+def _plan(layout: dict, leaves: dict, given: dict, config: ModelConfig, dtype: str):
+    """(name, safetensors dtype, shape) of every HF tensor of `layout` in file order, and
+    ``produce(name)``: that tensor from the parameters `given` (gathered to the host, in `dtype`)."""
+    sf_dtype, np_dtype = _DTYPE_NAMES[dtype], jnp.dtype(dtype)
+    plan, sources = [], {}
+    for leaf_path, tensors in layout.items():
+        shape = _per_tensor_shape(leaf_path, leaves[leaf_path].shape, config)
+        stacked = config.scan_layers and leaf_path[0] == "layers"
+        for i, t in enumerate(tensors):
+            plan.append((t.name, sf_dtype, t.hf_shape(shape)))
+            sources[t.name] = (t, given[leaf_path], i if stacked else None, shape)
+
+    def produce(name: str) -> np.ndarray:
+        t, value, layer, shape = sources[name]
+        x = _to_host(value if layer is None else value[layer])
+        return t.to_hf(x.astype(np_dtype, copy=False), shape)
+
+    return plan, produce
+
+
+def _check_params(given: dict, leaves: dict, what: str) -> None:
+    """Fails on parameters missing from, extra to, or shaped unlike `leaves` (the config's)."""
+    if set(given) != set(leaves):
+        raise HFCheckpointError(
+            f"{what} do not match the config: missing {_listing(['/'.join(p) for p in set(leaves) - set(given)])}; "
+            f"unexpected {_listing(['/'.join(p) for p in set(given) - set(leaves)])}"
+        )
+    wrong = [
+        f"{'/'.join(p)}: {list(np.shape(given[p]))} != {list(s.shape)}"
+        for p, s in leaves.items()
+        if tuple(np.shape(given[p])) != tuple(s.shape)
+    ]
+    if wrong:
+        raise HFCheckpointError(f"{what} have the wrong shapes for the config: {_listing(wrong)}")
+
+
 def save_hf_checkpoint(
     config: ModelConfig,
     params: Any,
@@ -785,39 +822,20 @@ def save_hf_checkpoint(
             base = json.load(f)
     hf = hf_config_from_model(config, base, dtype)
 
+    if config.lora is not None:
+        raise HFCheckpointError(
+            "save_hf_checkpoint writes plain weights: merge the adapters first (score_jax.model.lora.merged_weights "
+            "and config.replace(lora=None)), or write them with save_peft_adapters"
+        )
     leaves = _abstract_leaves(config)
     given = _leaves(params)
-    if set(given) != set(leaves):
-        raise HFCheckpointError(
-            f"params do not match the config: missing {_listing(set(leaves) - set(given))}; "
-            f"unexpected {_listing(set(given) - set(leaves))}"
-        )
-    wrong = [
-        f"{'/'.join(p)}: {list(np.shape(given[p]))} != {list(s.shape)}"
-        for p, s in leaves.items()
-        if tuple(np.shape(given[p])) != tuple(s.shape)
-    ]
-    if wrong:
-        raise HFCheckpointError(f"params have the wrong shapes for the config: {_listing(wrong)}")
+    _check_params(given, leaves, "params")
 
-    # Plan: (name, dtype, shape) in checkpoint order, and how to make each from params.
-    sf_dtype, np_dtype = _DTYPE_NAMES[dtype], jnp.dtype(dtype)
-    plan, sources = [], {}
-    for leaf_path, tensors in tensor_layout(config).items():
-        shape = _per_tensor_shape(leaf_path, leaves[leaf_path].shape, config)
-        stacked = config.scan_layers and leaf_path[0] == "layers"
-        for i, t in enumerate(tensors):
-            plan.append((t.name, sf_dtype, t.hf_shape(shape)))
-            sources[t.name] = (t, given[leaf_path], i if stacked else None, shape)
-
-    def produce(name: str) -> np.ndarray:
-        t, value, layer, shape = sources[name]
-        x = _to_host(value if layer is None else value[layer])
-        return t.to_hf(x.astype(np_dtype, copy=False), shape)
+    plan, produce = _plan(tensor_layout(config), leaves, given, config, dtype)
 
     files: list[list] = [[]]
     size = 0
-    itemsize = np.dtype(np_dtype).itemsize
+    itemsize = np.dtype(jnp.dtype(dtype)).itemsize
     for entry in sorted(plan, key=lambda e: e[0]):
         nbytes = math.prod(entry[2]) * itemsize
         if files[-1] and size + nbytes > max_shard_bytes:
@@ -854,3 +872,84 @@ def save_hf_checkpoint(
             for name in _SIDE_FILES if source_dir is not None else ():
                 if os.path.exists(os.path.join(source_dir, name)):
                     shutil.copy2(os.path.join(source_dir, name), os.path.join(out, name))
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA adapters as a PEFT adapter directory (third_party/PEFT_ADAPTERS.md).
+
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+_PEFT_PREFIX = "base_model.model."
+
+
+def adapter_layout(config: ModelConfig) -> dict[tuple[str, ...], list[_Tensor]]:
+    """Our adapter leaf (``.../attn/q_lora_a``) -> its PEFT tensors (``...q_proj.lora_A.weight``).
+
+    PEFT stores A as a Linear [rank, in] and B as a Linear [out, rank], which is ours transposed
+    with the weight's input axes (A) or output axes (B) flattened, as the weight itself is.
+    """
+    if config.lora is None:
+        raise HFCheckpointError("the config has no LoRA adapters (ModelConfig.lora is None)")
+    out = {}
+    for path, tensors in tensor_layout(config.replace(lora=None)).items():
+        if path[-1] not in config.lora.targets or path[-2] not in ("attn", "mlp"):
+            continue
+        for matrix, in_axes in (("a", tensors[0].in_axes), ("b", 1)):
+            peft = [
+                _Tensor(_PEFT_PREFIX + t.name.replace(".weight", f".lora_{matrix.upper()}.weight"), "linear", in_axes)
+                for t in tensors
+            ]
+            out[path[:-1] + (f"{path[-1]}_lora_{matrix}",)] = peft
+    return out
+
+
+def peft_target_modules(config: ModelConfig) -> list[str]:
+    """transformers' module names of the adapted projections (``q_proj``, ``gate_proj``, ...)."""
+    names = {t.name.split(".")[-3] for tensors in adapter_layout(config).values() for t in tensors}
+    return sorted(names)
+
+
+def save_peft_adapters(config: ModelConfig, params: Any, path: str, *, base_model: str = "") -> None:
+    """Writes the adapters in `params` as a PEFT LoRA directory (``adapter_config.json``,
+    ``adapter_model.safetensors``) that ``peft.PeftModel.from_pretrained(base, path)`` loads onto the
+    transformers model of the base (the one `save_hf_checkpoint` writes for ``lora=None``).
+
+    `params` is the policy's tree (base plus adapters) or the adapters alone; adapters are stored in
+    their own dtype (``config.lora.param_dtype``). `base_model` goes to ``base_model_name_or_path``.
+    Like `save_hf_checkpoint`: built in a temporary directory that replaces `path`, process 0 writes.
+    """
+    from score_jax.model import lora as lora_lib
+
+    layout = adapter_layout(config)
+    leaves = {p: s for p, s in _leaves(nn.meta.unbox(transformer.abstract_params(config))).items() if p in layout}
+    given = _leaves(lora_lib.adapters(params))
+    _check_params(given, leaves, "adapters")
+    plan, produce = _plan(layout, leaves, given, config, config.lora.param_dtype)
+    adapter_config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model or None,
+        "r": config.lora.rank,
+        "lora_alpha": config.lora.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": peft_target_modules(config),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+    writer = jax.process_index() == 0
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(_replacing_directory(path)) if writer else None
+        entries = sorted(plan, key=lambda e: e[0])
+        if writer:
+            _write_safetensors(os.path.join(out, PEFT_WEIGHTS), entries, produce)
+            with open(os.path.join(out, PEFT_CONFIG), "w") as f:
+                json.dump(adapter_config, f, indent=2, sort_keys=True)
+        else:  # still take part in every gather
+            for name, _, _ in entries:
+                produce(name)

@@ -9,6 +9,37 @@ Family = Literal["gemma", "gemma2", "gemma3", "llama", "qwen2", "qwen3"]
 FAMILIES = ("gemma", "gemma2", "gemma3", "llama", "qwen2", "qwen3")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLS = ("xla", "cudnn")
+# Projections LoRA can adapt: attention's query, key, value and output, the MLP's three.
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters on projections (Hu et al. 2021): ``W x + (alpha / rank) * B (A x)``.
+
+    A is [inputs..., rank] (random), B is [rank, outputs...] (zeros), so a fresh adapter changes
+    nothing. No dropout: the trained log-probs must be the ones the sampler drew from.
+    """
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...] = LORA_TARGETS
+    param_dtype: str = "float32"  # the adapters' stored dtype (the base keeps ModelConfig.param_dtype)
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank={self.rank} must be >= 1")
+        if self.alpha <= 0:
+            raise ValueError(f"LoRA alpha={self.alpha} must be > 0")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets:
+            raise ValueError(f"LoRA targets {self.targets}: choose some of {LORA_TARGETS}")
+        if self.param_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"LoRA param_dtype={self.param_dtype!r}: use float32, bfloat16 or float16")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +95,8 @@ class ModelConfig:
     # "cudnn" (cuDNN's fused flash-attention kernel; NVIDIA GPUs, bf16/fp16, no logit soft-cap).
     # Decoding against the KV cache always uses the xla path.
     attention_impl: str = "xla"
+    # Low-rank adapters on top of the (then frozen) weights; None = every weight is trained.
+    lora: LoraConfig | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:

@@ -77,13 +77,49 @@ def write_rows(buffer: Array, chunk: Array, index: Array) -> Array:
     return buffer.at[jnp.arange(buffer.shape[0])[:, None], slots].set(chunk.astype(buffer.dtype), mode="drop")
 
 
-def _param(module: nn.Module, name: str, shape, axes, init, config: ModelConfig) -> Array:
-    w = module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(config.param_dtype))
+def _param(module: nn.Module, name: str, shape, axes, init, config: ModelConfig, dtype: str | None = None) -> Array:
+    """A parameter stored in `dtype` (default ``config.param_dtype``), returned in the compute dtype."""
+    w = module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(dtype or config.param_dtype))
     return jnp.asarray(w, config.dtype)
 
 
 def _dense_init(fan_in: int):
     return nn.initializers.normal(stddev=fan_in**-0.5)
+
+
+def _lora_delta(module: nn.Module, name: str, x: Array, in_axes: tuple[str, ...], out_shape, out_axes, config):
+    """The adapter's term ``(alpha / rank) * (x A) B`` of projection `name`, or 0 where it has none.
+
+    `x` [..., *in] is the projection's input, its last ``len(in_axes)`` axes contracted; the term is
+    [..., *out_shape]. A (``{name}_lora_a`` [*in, rank]) starts random and B (``{name}_lora_b``
+    [rank, *out]) at zero, so a fresh adapter adds exactly 0. Their axes keep the weight's logical
+    names (the rank is ``lora_rank``, which no rule set shards), so the mesh rules split them as
+    they split the weight.
+    """
+    lora = config.lora
+    if lora is None or name not in lora.targets:
+        return 0
+    n = len(in_axes)
+    in_shape = x.shape[-n:]
+    a = _param(
+        module,
+        f"{name}_lora_a",
+        (*in_shape, lora.rank),
+        (*in_axes, "lora_rank"),
+        _dense_init(int(np.prod(in_shape))),
+        config,
+        lora.param_dtype,
+    )
+    b = _param(
+        module,
+        f"{name}_lora_b",
+        (lora.rank, *out_shape),
+        ("lora_rank", *out_axes),
+        nn.initializers.zeros,
+        config,
+        lora.param_dtype,
+    )
+    return jnp.tensordot(jnp.tensordot(x, a, axes=n), b, axes=1) * jnp.asarray(lora.scale, config.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -160,9 +196,12 @@ class Attention(nn.Module):
         wk = _param(self, "k", (e, k, d), ("embed", "kv_heads", "head_dim"), _dense_init(e), cfg)
         wv = _param(self, "v", (e, k, d), ("embed", "kv_heads", "head_dim"), _dense_init(e), cfg)
         wo = _param(self, "o", (h, d, e), ("heads", "head_dim", "embed"), _dense_init(h * d), cfg)
-        q = jnp.einsum("bte,ehd->bthd", x, wq)
-        key = jnp.einsum("bte,ekd->btkd", x, wk)
-        value = jnp.einsum("bte,ekd->btkd", x, wv)
+        q = jnp.einsum("bte,ehd->bthd", x, wq) + _lora_delta(
+            self, "q", x, ("embed",), (h, d), ("heads", "head_dim"), cfg
+        )
+        kv_axes = ("kv_heads", "head_dim")
+        key = jnp.einsum("bte,ekd->btkd", x, wk) + _lora_delta(self, "k", x, ("embed",), (k, d), kv_axes, cfg)
+        value = jnp.einsum("bte,ekd->btkd", x, wv) + _lora_delta(self, "v", x, ("embed",), (k, d), kv_axes, cfg)
         if cfg.qkv_bias:
             q += _param(self, "q_bias", (h, d), ("heads", "head_dim"), nn.initializers.zeros, cfg)
             key += _param(self, "k_bias", (k, d), ("kv_heads", "head_dim"), nn.initializers.zeros, cfg)
@@ -186,7 +225,7 @@ class Attention(nn.Module):
             # Fused kernel: the [B, N, T, S] scores never reach memory. Queries are already scaled.
             out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, None], scale=1.0, implementation="cudnn")
             out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"))
-            return jnp.einsum("bthd,hde->bte", out, wo), kv
+            return self._output(out, wo), kv
 
         # Keys and values as the cache holds them, heads before slots: [B, K, T, D].
         key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
@@ -221,7 +260,12 @@ class Attention(nn.Module):
         # the values over their slot axis in a plain (non-XNNPACK) dot, ~10x slower per decode step.
         out = jnp.einsum("bkgts,bksd->bkgtd", probs, values).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
         out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"))
-        return jnp.einsum("bthd,hde->bte", out, wo), kv
+        return self._output(out, wo), kv
+
+    def _output(self, out: Array, wo: Array) -> Array:
+        """The output projection [B, T, H, D] -> [B, T, E] (and its adapter)."""
+        delta = _lora_delta(self, "o", out, ("heads", "head_dim"), (self.config.d_model,), ("embed",), self.config)
+        return jnp.einsum("bthd,hde->bte", out, wo) + delta
 
 
 class MLP(nn.Module):
@@ -234,10 +278,11 @@ class MLP(nn.Module):
         gate = _param(self, "gate", (e, m), ("embed", "mlp"), _dense_init(e), cfg)
         up = _param(self, "up", (e, m), ("embed", "mlp"), _dense_init(e), cfg)
         down = _param(self, "down", (m, e), ("mlp", "embed"), _dense_init(m), cfg)
-        g = x @ gate
+        g = x @ gate + _lora_delta(self, "gate", x, ("embed",), (m,), ("mlp",), cfg)
         g = jax.nn.gelu(g, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(g)
-        hidden = sharding.constrain(g * (x @ up), ("batch", "length", "mlp"))
-        return hidden @ down
+        u = x @ up + _lora_delta(self, "up", x, ("embed",), (m,), ("mlp",), cfg)
+        hidden = sharding.constrain(g * u, ("batch", "length", "mlp"))
+        return hidden @ down + _lora_delta(self, "down", hidden, ("mlp",), (e,), ("embed",), cfg)
 
 
 class Block(nn.Module):
@@ -393,16 +438,21 @@ def param_shardings(config: ModelConfig, mesh, rules) -> Any:
     return sharding.shardings_for_logical(boxed, mesh, sharding.resolve_rules(rules))
 
 
-def init_params(config: ModelConfig, rng: Array, mesh=None, rules="fsdp") -> Any:
-    """Random parameters, created already sharded on `mesh` (never whole on one device)."""
+def init_params(config: ModelConfig, rng: Array, mesh=None, rules="fsdp", select=None) -> Any:
+    """Random parameters, created already sharded on `mesh` (never whole on one device).
+
+    `select` (a function of the parameter tree, e.g. `score_jax.model.lora.adapters`) keeps part of
+    it; the rest is never computed.
+    """
     model = Transformer(config)
+    select = select or (lambda tree: tree)
 
     def init(key):
-        return nn.meta.unbox(model.init(key, *_dummy_inputs())["params"])
+        return select(nn.meta.unbox(model.init(key, *_dummy_inputs())["params"]))
 
     if mesh is None:
         return jax.jit(init)(rng)
-    return jax.jit(init, out_shardings=param_shardings(config, mesh, rules))(rng)
+    return jax.jit(init, out_shardings=select(param_shardings(config, mesh, rules)))(rng)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

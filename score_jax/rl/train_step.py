@@ -5,6 +5,10 @@ in the KV cache), reference log-probs (frozen parameters, no gradient), a per-to
 attempt with its own weight, the REINFORCE loss over each attempt's own tokens, gradient
 accumulation over micro-batches, and one optax update. The state is donated.
 
+Under LoRA (``config.lora`` set) the state holds the adapters and their optimizer state only; the
+reference's parameters are the frozen base, and the policy is the base with the adapters laid in
+(`score_jax.model.lora.merge`, inside the step: the base is an argument, never donated or copied).
+
 Batch arrays (B episodes, K attempts, T slots; the token at slot t is predicted from slot t-1,
 which the episode layout guarantees is valid for every attempt token):
   tokens [B, T] int32, positions [B, T] int32, valid [B, T] bool,
@@ -24,7 +28,7 @@ import optax
 from jax.sharding import NamedSharding
 
 from score_jax import sharding
-from score_jax.model import ModelConfig, Transformer
+from score_jax.model import ModelConfig, Transformer, lora
 from score_jax.rl import estimators
 
 Array = jax.Array
@@ -33,7 +37,7 @@ Array = jax.Array
 @flax.struct.dataclass
 class TrainState:
     step: Array  # [] int32: optimizer updates applied
-    params: Any
+    params: Any  # what the optimizer updates: every parameter, or the adapters under LoRA
     opt_state: Any
 
 
@@ -182,7 +186,12 @@ def _microbatch_loss(
 ):
     args = (mb["tokens"], mb["positions"], mb["valid"])
     logp, entropy = token_logprobs(
-        config, params, *args, with_entropy=True, logits_chunk_tokens=logits_chunk_tokens, temperature=temperature
+        config,
+        lora.policy_params(config, ref_params, params),
+        *args,
+        with_entropy=True,
+        logits_chunk_tokens=logits_chunk_tokens,
+        temperature=temperature,
     )
     if "ref_logprobs" in mb:  # scored before the step (the KL-in-reward pass): not computed twice
         ref_logp = mb["ref_logprobs"]
