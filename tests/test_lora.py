@@ -8,6 +8,7 @@ and the PEFT adapter directory (loaded by peft onto the transformers model) repr
 Run as a script, it is the SIGKILL test's worker: ``python tests/test_lora.py WORKDIR STEPS [KILL_AFTER]``.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -216,19 +217,23 @@ def test_merged_and_peft_exports_reproduce_the_policy(tmp_path, family):
     from score_jax import export
 
     fx.save_tiny_hf_checkpoint(tmp_path / "base", family, vocab_size=261)
-    config = lora_config("stage2:2")
+    config = lora_config("stage2:1")
     config.model.hf_checkpoint = str(tmp_path / "base")
     config.model.lora.targets = ("q", "k", "v", "o", "gate", "up", "down") if family == "qwen3" else ("q", "o", "up")
     config.model.scan_layers, config.model.remat_policy = family == "qwen3", "full"
     config.optim.learning_rate = 3e-2  # the adapters must move far enough to show in the logits
     config.eval.num_examples = 4
     workdir = str(tmp_path / "run")
-    result = train.run(config, workdir)
+    setup = run_setup.build(config, workdir)
+    # Rewards that differ within every group (the byte's parity), so the step has a gradient.
+    setup.task = dataclasses.replace(
+        setup.task, reward=lambda texts, examples: np.array([float(ord(t[:1] or "a") % 2) for t in texts], np.float32)
+    )
+    result = train.run(config, workdir, setup=setup)
     export.export(workdir, str(tmp_path / "merged"), fmt="hf")
     export.export(workdir, str(tmp_path / "adapters"), fmt="peft")
     assert sorted(os.listdir(tmp_path / "adapters")) == ["adapter_config.json", "adapter_model.safetensors"]
 
-    setup = run_setup.build(config, workdir)
     params = lora.merge(setup.ref_params, result.state.params)
     tokens, valid, positions = fx.left_padded_batch(261, [12, 9, 5, 1], 12, seed=1)
     ours = np.asarray(transformer.forward(setup.model_config, params, tokens, positions, valid))
