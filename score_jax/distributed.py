@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -91,6 +92,46 @@ def _auto_detectable() -> bool:
     except ImportError:
         return False
     return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+
+
+# ---------------------------------------------------------------------------------------------
+# An emulated multi-device CPU platform (tests, laptops).
+
+# XLA:CPU runs every emulated device as tasks on two thread pools of one process, each sized
+# max(cores, devices): "enough threads for one collective" (xla/pjrt/cpu/cpu_client.cc), since a
+# collective blocks one thread per device until every device arrives. With 8 devices on 2 cores
+# that is 8 threads, and a collective that holds them all can leave the last device's part (or a
+# kernel it waits on) with no thread: it never arrives, and after warn + terminate seconds
+# (default 20 + 40) the rendezvous ends the process, rc 134, "Termination timeout for collective
+# permute ... only 7 arrived" (issue 18). Measured under load (2 cores, load ~13), no rendezvous of
+# a (1, 4, 2) fsdp_tensor run waited even 2 s, so those aborts were hangs, not slow threads; and
+# the compiled programs run their collectives in one order on every device (none sit under a
+# conditional; loop predicates are all-reduced). Twice as many threads as devices (NPROC) leave
+# room for every device's part; the longer timeouts only keep an overloaded machine from
+# aborting, and still end a real hang.
+EMULATED_WARN_SECONDS = 60
+EMULATED_TERMINATE_SECONDS = 300
+
+
+def emulated_cpu_env(num_devices: int = 8, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``XLA_FLAGS`` and ``NPROC`` for `num_devices` emulated CPU devices in one process.
+
+    Returns the variables to set before JAX starts its backend (see the comment above). Flags
+    already in ``environ["XLA_FLAGS"]`` (default: ``os.environ``) and an ``NPROC`` already set
+    win, so a caller can still override each setting.
+    """
+    environ = os.environ if environ is None else environ
+    flags = environ.get("XLA_FLAGS", "").split()
+    defaults = {
+        "--xla_force_host_platform_device_count": num_devices,
+        "--xla_cpu_collective_call_warn_stuck_timeout_seconds": EMULATED_WARN_SECONDS,
+        "--xla_cpu_collective_call_terminate_timeout_seconds": EMULATED_TERMINATE_SECONDS,
+    }
+    given = {f.split("=", 1)[0] for f in flags}
+    flags += [f"{name}={value}" for name, value in defaults.items() if name not in given]
+    # XLA's CPU client sizes its thread pools from NPROC when set (else the core count).
+    nproc = environ.get("NPROC") or str(max(os.cpu_count() or 1, 2 * num_devices))
+    return {"XLA_FLAGS": " ".join(flags), "NPROC": nproc}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 import os
 
-# Must happen before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# JAX_PLATFORMS before jax is imported anywhere; XLA_FLAGS and NPROC before its backend starts
+# (score_jax.distributed imports jax but starts nothing). Flags already in XLA_FLAGS win.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402 - after the environment above
+
+from score_jax import distributed  # noqa: E402
+
+os.environ.update(distributed.emulated_cpu_env(8))
 
 
 @pytest.fixture(scope="module")
