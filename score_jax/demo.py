@@ -1,17 +1,25 @@
-"""The offline demo: SCoRe versus naive multi-turn RL on a synthetic task, on a CPU, in minutes.
+"""The offline demo and the pre-registered study: SCoRe against the paper's baselines on a CPU.
 
-For each seed:
-  1. the synthetic task (modular linear equations; `score_jax.data.synthetic`) is generated;
-  2. a small base model is trained in-process, supervised on two-attempt traces: each attempt
-     writes the reduced equation, then the answer ("3x=5 x=4"); first attempts have a controlled
-     error rate, a systematic slip (multiplying instead of dividing) that is common on problems
-     with a large divisor; second attempts mostly repeat the first, with occasional fixes and
-     breakages: the self-correction habits of real models;
-  3. with equal sample and update budgets, naive multi-turn RL (the outcome reward on every
-     attempt, no Stage I) and SCoRe (Stage I, then Stage II) train copies of the base model;
-  4. the base model and each policy are evaluated greedily on held-out problems.
-The report (``report.md``, ``acc_over_training.png``, TensorBoard logs per run) lands in the
-workdir. Rerunning the same command resumes: finished phases are read back, not redone.
+Both run on the pair-sum task (`score_jax.data.pair_sum`: find the two numbers of a list that add
+up to a target; checking a candidate is cheap, finding one is a search a small model cannot do
+reliably in one pass) with a small base model trained in-process on supervised traces that give
+it the paper's starting point: it second-guesses right answers more often than it fixes wrong
+ones (`score_jax.habit_traces`).
+
+  1. The base model is trained once per workdir (``base/``) and shared by every method and seed:
+     like the paper's base model, it is part of the set-up, not of a method.
+  2. For each seed, each method in ``demo.methods`` trains a copy of it with the same sample and
+     update budget (`METHODS` says how each spends it) and is evaluated greedily on the eval
+     split (the test split; ``demo.phase="validation"`` evaluates on the validation split carved
+     out of training instead, for the design choices).
+  3. ``report.md`` in the workdir: the paper's tables with means and 95% intervals over seeds,
+     curves over training, and, for the study, the task's measured properties, the collapse
+     diagnostics, Pair-SFT's distribution shift, inference-time scaling and example transcripts
+     (`score_jax.demo_report`).
+
+Everything is resumable: finished phases are read back from the workdir, an interrupted training
+run resumes from its checkpoint. ``configs/demo.py`` is the quick demo (one seed, base / naive
+multi-turn RL / SCoRe); ``configs/demo.py:study`` the whole comparison.
 """
 
 from __future__ import annotations
@@ -21,88 +29,134 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 
-from score_jax import evaluate, metrics, run_setup, sft, train
+from score_jax import baselines, evaluate, habit_traces, run_setup, sft, train
+from score_jax.baselines import collect
 from score_jax.checkpoints import manager as ckpt_lib
-from score_jax.rewards import synthetic as synthetic_rewards
+from score_jax.rl import train_step as step_lib
 
-METHODS = ("naive multi-turn RL", "SCoRe")
-_BASE = "base model"
-
-
-def _parse(problem: str) -> tuple[int, int, int, int]:
-    """'3x+4=2 mod 7' -> (a, b, c, p): the demo's problems have one x term."""
-    p, coefficients, b, c = synthetic_rewards.parse_problem(problem)
-    if len(coefficients) != 1:
-        raise ValueError(f"demo problems have one x term; got {problem!r}")
-    return coefficients[0], b, c, p
+BASE = "base model"
 
 
-def worked_answer(problem: str, x: int) -> str:
-    """An attempt's text: the reduced equation, then the answer: '3x=5 x=4'."""
-    a, b, c, p = _parse(problem)
-    return f"{a}x={(c - b) % p} x={x}"
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One row of the comparison and how it spends the budget of ``stage1_steps + stage2_steps``
+    RL steps of ``rl.prompts_per_step`` x ``rl.samples_per_prompt`` episodes."""
+
+    name: str
+    kind: str  # "none" (the base model), "self_refine", "rl", "star", "pair_sft"
+    schedule: str = ""  # rl: the schedule, with {s1}, {s2} and {n} = s1 + s2 filled in
+    alpha: float | None = None  # rl: replaces rl.alpha (the shaping bonus)
+    star_stage1: bool = False  # star: Stage I by RL for s1 steps first, then STaR for the rest
 
 
-def misconception(problem: str) -> int:
-    """The base model's systematic slip: multiplying by a instead of dividing by it."""
-    a, b, c, p = _parse(problem)
-    return (c - b) * a % p
+METHODS = {
+    m.name: m
+    for m in (
+        Method(BASE, "none"),
+        Method("Self-Refine", "self_refine"),
+        Method("STaR", "star"),
+        Method("Pair-SFT", "pair_sft"),
+        Method("single-turn RL", "rl", "single_turn:{n}"),
+        Method("naive multi-turn RL", "rl", "naive_multi_turn:{n}"),
+        Method("multi-turn RL (per-attempt rewards)", "rl", "multi_turn:{n}"),
+        Method("SCoRe w/o Stage I", "rl", "stage2:{n}"),
+        Method("SCoRe w/o shaping", "rl", "stage1:{s1},stage2:{s2}", alpha=0.0),
+        Method("SCoRe w/ STaR in Stage II", "star", star_stage1=True),
+        Method("SCoRe", "rl", "stage1:{s1},stage2:{s2}"),
+    )
+}
 
 
-def is_hard(problem: str) -> bool:
-    """Problems whose divisor is in the upper half of the residues, where the slip is common."""
-    a, _, _, p = _parse(problem)
-    return a > p // 2
+def slug(name: str) -> str:
+    """A method's directory name: 'SCoRe w/o Stage I' -> 'score_wo_stage_i'."""
+    keep = "".join(ch if ch.isalnum() else " " for ch in name.lower().replace("w/o", "wo").replace("w/", "w"))
+    return "_".join(keep.split())
 
 
-def make_traces(problems, cfg, template, tokenizer, instruction: str, rng: np.random.Generator):
-    """Two-attempt SFT traces: (token ids, loss mask on the model's turns) per trace.
-
-    Attempt 1 reduces the equation correctly, then divides: right with probability
-    `first_correct_easy` / `first_correct_hard`, otherwise it makes the systematic slip (multiplying
-    instead of dividing). Attempt 2 mostly repeats attempt 1; it fixes a wrong one with probability
-    `fix_rate` and breaks a right one (to the slip) with probability `break_rate`.
-    """
-    eot = tokenizer.token_id(template.end_of_turn)
-    traces = []
-    for ex in problems:
-        answer, slip = int(ex["answer"]), misconception(ex["problem"])
-        p_right = cfg.first_correct_hard if is_hard(ex["problem"]) else cfg.first_correct_easy
-        for _ in range(cfg.traces_per_problem):
-            first = answer if rng.random() < p_right else slip
-            u = rng.random()
-            if first == answer:
-                second = slip if u < cfg.break_rate else first
-            else:
-                second = answer if u < cfg.fix_rate else first
-            ids, mask = [], []
-            for chunk, learn in (
-                (template.prompt(tokenizer, ex["problem"]), False),
-                (tokenizer.encode(worked_answer(ex["problem"], first)) + [eot], True),
-                (template.continuation(tokenizer, instruction, closed=True), False),
-                (tokenizer.encode(worked_answer(ex["problem"], second)) + [eot], True),
-            ):
-                ids += chunk
-                mask += [learn] * len(chunk)
-            traces.append((ids, mask))
-    return traces
+def seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]."""
+    return [int(s) for s in str(text).split(",") if s.strip()]
 
 
-def _rl_config(config, schedule: str, seed: int):
+def method_config(config, method: Method, seed: int):
+    """The run config of `method` at `seed`: the shared settings plus the method's budget split."""
     c = copy.deepcopy(config)
+    demo = c.demo
     with c.unlocked():
         del c["demo"]
     c.seed = seed
-    c.rl.schedule = schedule
-    c.eval.every_steps = config.demo.eval_every_steps
+    s1, s2 = demo.stage1_steps, demo.stage2_steps
+    n = s1 + s2
+    c.eval.every_steps = demo.eval_every_steps
+    if method.kind == "rl":
+        c.method = "rl"
+        c.rl.schedule = method.schedule.format(s1=s1, s2=s2, n=n)
+        if method.alpha is not None:
+            c.rl.alpha = method.alpha
+    elif method.kind in ("star", "pair_sft"):
+        # Equal budgets: the RL methods sample n * prompts_per_step problems x samples_per_prompt
+        # episodes and make n updates; the SFT baselines sample as many and make as many updates.
+        c.method = method.kind
+        c.baseline.samples_per_prompt = c.rl.samples_per_prompt
+        sft_budget = s2 if method.star_stage1 else n
+        c.baseline.star_stage1_steps = s1 if method.star_stage1 else 0
+        if method.kind == "star":
+            rounds = c.baseline.star_iterations
+            c.baseline.num_problems = max(sft_budget * c.rl.prompts_per_step // rounds, 1)
+            c.sft.steps = max(sft_budget // rounds, 1)
+            c.rl.schedule = f"stage1:{max(s1, 1)}"  # Stage I (RL) before STaR in Stage II
+        else:
+            c.baseline.num_problems = sft_budget * c.rl.prompts_per_step
+            c.sft.steps = sft_budget
+    elif method.kind == "self_refine":
+        c.method = "self_refine"
     return c
 
 
-def _eval_history(workdir: str) -> list[dict]:
+def train_base_model(config, setup, workdir: str, log: Callable[[str], None]) -> Any:
+    """The shared base model: supervised on habit traces (read back from ``base/`` when a previous
+    run finished it)."""
+    demo = config.demo
+    base_dir = os.path.join(workdir, "base")
+    ckpt = ckpt_lib.Checkpointer(base_dir, max_to_keep=1, async_save=False)
+    restored = ckpt.restore_latest(ckpt_lib.abstract_like(setup.params))
+    if restored is not None:
+        log("base model: read back from a previous run")
+        ckpt.close()
+        return restored[1]
+    habits = habit_traces.Habits(first_wrong=demo.first_wrong, revise_digits=tuple(demo.revise_digits))
+    traces = habit_traces.make_traces(
+        setup.task.train,
+        habits,
+        setup.template,
+        setup.tokenizer,
+        setup.task.preset.correction_instruction,
+        demo.traces_per_problem,
+        np.random.default_rng(demo.base_seed),
+    )
+    packed = sft.pack(traces, pad_id=setup.tokenizer.pad_id)
+    settings = sft.Settings(
+        steps=demo.sft_steps,
+        batch_size=demo.sft_batch_size,
+        seed=demo.base_seed,
+        log_every=max(demo.sft_steps // 10, 1),
+    )
+    tx = sft.warmup_cosine_adamw(demo.sft_learning_rate, demo.sft_steps)
+    log(f"base model: supervised on {len(traces)} habit traces for {demo.sft_steps} steps")
+    params = sft.fit(setup, packed, None, settings, tx=tx, label="base model SFT").params
+    ckpt.save(0, params, {"traces": len(traces)}, force=True)
+    ckpt.close()
+    return params
+
+
+def eval_history(workdir: str) -> list[dict]:
+    """The periodic evaluations a training run wrote to ``metrics.jsonl`` (step and eval/* keys)."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
@@ -111,138 +165,131 @@ def _eval_history(workdir: str) -> list[dict]:
     return [r for r in rows if "eval/acc_t1" in r]
 
 
-def _base_model(config, setup, seed_dir: str, seed: int, log) -> object:
-    """SFT of the base model (read back from ``base/`` when a previous run finished it)."""
-    demo = config.demo
-    ckpt = ckpt_lib.Checkpointer(os.path.join(seed_dir, "base"), max_to_keep=1, async_save=False)
-    restored = ckpt.restore_latest(ckpt_lib.abstract_like(setup.params))
-    if restored is not None:
-        log("base model: read back from a previous run")
-        ckpt.close()
-        return restored[1]
-    rng = np.random.default_rng(seed)
-    traces = make_traces(
-        setup.task.train, demo, setup.template, setup.tokenizer, setup.task.preset.correction_instruction, rng
-    )
-    packed = sft.pack(traces, pad_id=setup.tokenizer.pad_id)
-    settings = sft.Settings(
-        steps=demo.sft_steps, batch_size=demo.sft_batch_size, seed=seed, log_every=max(demo.sft_steps // 10, 1)
-    )
-    tx = sft.warmup_cosine_adamw(demo.sft_learning_rate, demo.sft_steps)
-    params = sft.fit(setup, packed, None, settings, tx=tx, label="base model SFT").params
-    ckpt.save(0, params, {"traces": len(traces)}, force=True)
-    ckpt.close()
-    return params
+def _restore_params(checkpoint_dir: str, like: Any, tx) -> Any:
+    """Final parameters from a training or SFT run's checkpoint directory (its newest step);
+    `tx` is the run's optimizer (its state's structure is part of the checkpoint)."""
+    abstract = ckpt_lib.abstract_like(step_lib.init_train_state(like, tx))
+    return ckpt_lib.restore_from_path(checkpoint_dir, abstract)[1].params
 
 
-def run_seed(config, workdir: str, seed: int, log) -> dict:
-    """One seed of the demo: returns {method: final eval metrics} and eval histories."""
+def run_method(config, method: Method, setup, base_params, seed: int, run_dir: str) -> tuple[dict, Any]:
+    """Trains and evaluates `method` from the base model; returns (final metrics, final params;
+    None for Self-Refine, which trains nothing but prompts differently)."""
+    c = method_config(config, method, seed)
+    if method.kind == "none":
+        return evaluate.evaluate(setup, base_params, c)[0], base_params
+    policy, reference = run_setup.policy_and_reference(base_params, c.model.reference_dtype)
+    method_setup = dataclasses.replace(setup, config=c, params=policy, ref_params=reference)
+    if method.kind == "rl":
+        result = train.run(c, run_dir, setup=method_setup)
+        if result.preempted:
+            raise SystemExit(f"{method.name} was preempted after saving; rerun the same command to resume")
+        if result.state is not None:
+            return result.eval_metrics, result.state.params
+        tx = run_setup.optimizer(c)
+        return result.eval_metrics, _restore_params(run_setup.checkpoint_dir(c, run_dir), base_params, tx)
+    rows = baselines.run(c, run_dir, setup=method_setup)
+    if method.kind == "self_refine":
+        return rows["Self-Refine"], None
+    name = {"pair_sft": "Pair-SFT"}.get(method.kind, "STaR in Stage II" if method.star_stage1 else "STaR")
+    # The final policy: the last fine-tuning that ran (a round with no kept traces trains nothing),
+    # else Stage I's policy (STaR in Stage II), else the base model.
+    rounds = ["sft"] if method.kind == "pair_sft" else [f"round_{i}" for i in range(c.baseline.star_iterations, 0, -1)]
+    tx = sft.optimizer_from_config(c, c.sft.steps)
+    for part in rounds:
+        checkpoints = os.path.join(run_dir, part, "checkpoints")
+        if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+            return rows[name], _restore_params(checkpoints, base_params, tx)
+    if method.star_stage1:
+        stage1 = collect.rl_config(c, f"stage1:{c.baseline.star_stage1_steps}")
+        stage1_dir = os.path.join(run_dir, "stage1")
+        return rows[name], _restore_params(
+            run_setup.checkpoint_dir(stage1, stage1_dir), base_params, run_setup.optimizer(stage1)
+        )
+    return rows[name], base_params
+
+
+@dataclasses.dataclass
+class SeedResults:
+    """What one seed produced: {method: {"final": metrics, "history": evals over training, ...}}."""
+
+    seed: int
+    methods: dict[str, dict]
+
+
+def run_seed(config, setup, base_params, workdir: str, seed: int, log, on_trained=None) -> SeedResults:
+    """Every method of ``demo.methods`` at `seed` (finished ones are read back from results.json).
+
+    `on_trained(method, params, record, run_dir)` may add entries to a method's record (the study's
+    probes) before it is saved; it gets None params for the SFT baselines.
+    """
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     os.makedirs(seed_dir, exist_ok=True)
-    base_config = _rl_config(config, "stage1:1", seed)
-    setup = run_setup.build(base_config, seed_dir)
-    base_params = _base_model(config, setup, seed_dir, seed, log)
     results_path = os.path.join(seed_dir, "results.json")
     results = {}
     if os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as f:
             results = json.load(f)
-    if _BASE not in results:
-        base_metrics, _ = evaluate.evaluate(setup, base_params, base_config)
-        results[_BASE] = {"final": base_metrics, "history": []}
-        log(f"base model: Acc@t1={base_metrics['acc_t1']:.3f} Acc@t2={base_metrics['acc_t2']:.3f}")
-    demo = config.demo
-    schedules = {
-        "naive multi-turn RL": f"naive_multi_turn:{demo.stage1_steps + demo.stage2_steps}",
-        "SCoRe": f"stage1:{demo.stage1_steps},stage2:{demo.stage2_steps}",
-    }
-    for method in METHODS:
-        if method in results:
+    for name in config.demo.methods:
+        if name in results:
             continue
-        run_dir = os.path.join(seed_dir, method.replace(" ", "_").replace("-", "_").lower())
-        rl_config = _rl_config(config, schedules[method], seed)
-        policy, reference = run_setup.policy_and_reference(base_params, rl_config.model.reference_dtype)
-        method_setup = dataclasses.replace(setup, config=rl_config, params=policy, ref_params=reference)
-        log(f"{method}: {schedules[method]}")
-        result = train.run(rl_config, run_dir, setup=method_setup)
-        if result.preempted:
-            raise SystemExit(f"{method} was preempted after saving; rerun the same command to resume the demo")
-        results[method] = {"final": result.eval_metrics, "history": _eval_history(run_dir)}
-        with open(results_path, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
-    with open(results_path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    return results
+        method = METHODS[name]
+        run_dir = os.path.join(seed_dir, slug(name))
+        start = time.monotonic()
+        log(f"seed {seed}: {name}")
+        final, params = run_method(config, method, setup, base_params, seed, run_dir)
+        record = {"final": final, "history": eval_history(run_dir), "seconds": time.monotonic() - start}
+        if on_trained is not None:
+            on_trained(method, params, record, run_dir)
+        results[name] = record
+        log(f"seed {seed}: {name}: Acc@t1={final['acc_t1']:.3f} Acc@t2={final['acc_t2']:.3f}")
+        if jax.process_index() == 0:
+            with open(results_path, "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=1)
+    return SeedResults(seed, {name: results[name] for name in config.demo.methods})
 
 
-def _mean_table(per_seed: list[dict]) -> dict[str, dict[str, float]]:
-    rows = {}
-    for method in (_BASE, *METHODS):
-        finals = [r[method]["final"] for r in per_seed]
-        rows[method] = {k: float(np.mean([f[k] for f in finals])) for k in finals[0]}
-    return rows
-
-
-def _plot(per_seed: list[dict], path: str, seeds, stage1_steps: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    colours = {"naive multi-turn RL": "tab:orange", "SCoRe": "tab:blue"}
-    for ax, key, title in zip(axes, ("eval/acc_t1", "eval/acc_t2"), ("Acc@t1", "Acc@t2")):
-        for method in METHODS:
-            base = np.mean([r[_BASE]["final"][key.split("/")[1]] for r in per_seed])
-            steps = [0] + [h["step"] for h in per_seed[0][method]["history"]]
-            values = [base] + [
-                float(np.mean([r[method]["history"][i][key] for r in per_seed])) for i in range(len(steps) - 1)
-            ]
-            ax.plot(steps, values, marker="o", label=method, color=colours[method])
-        ax.axvline(stage1_steps, linestyle="--", color="gray", linewidth=1, label="SCoRe: Stage I -> Stage II")
-        ax.set_title(f"{title} on held-out problems (mean of {len(seeds)} seed(s))")
-        ax.set_xlabel("RL step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def build(config, workdir: str):
+    """(the run `Setup` of the first method, the shared base parameters): the task, tokenizer,
+    mesh and model once, then the base model."""
+    first = method_config(config, METHODS[BASE], seeds(config.demo.seeds)[0])
+    setup = run_setup.build(first, workdir)
+    if config.demo.phase == "validation":
+        # Design choices are made on problems carved out of training, never on the test split.
+        setup = dataclasses.replace(setup, task=dataclasses.replace(setup.task, eval=setup.task.validation))
+    elif config.demo.phase != "test":
+        raise ValueError(f"demo.phase={config.demo.phase!r}: use 'validation' or 'test'")
+    return setup
 
 
 def run(config, workdir: str) -> dict[str, dict[str, float]]:
-    """Runs every seed, writes the report, returns the seed-averaged table."""
+    """Runs every seed and method, writes ``report.md``; returns the seed-averaged table."""
+    from score_jax import demo_probes, demo_report
+
     os.makedirs(workdir, exist_ok=True)
+    if config.demo.compilation_cache and not jax.config.jax_compilation_cache_dir:
+        # Every method and seed compiles the same sampler and train steps: compile each once.
+        jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     start = time.monotonic()
-    seeds = [int(s) for s in str(config.demo.seeds).split(",")]
     is_chief = jax.process_index() == 0
 
     def log(message):
         if is_chief:
             print(f"[demo {time.monotonic() - start:6.0f}s] {message}", flush=True)
 
+    setup = build(config, workdir)
+    base_params = train_base_model(config, setup, workdir, log)
+    properties = demo_probes.task_properties(config, setup, base_params, workdir, log) if config.demo.study else None
     per_seed = []
-    for i, seed in enumerate(seeds):
-        log(f"seed {seed} ({i + 1}/{len(seeds)})")
-        per_seed.append(run_seed(config, workdir, seed, log))
+    all_seeds = seeds(config.demo.seeds)
+    for i, seed in enumerate(all_seeds):
+        on_trained = demo_probes.method_probes(config, setup, base_params) if config.demo.study else None
+        per_seed.append(run_seed(config, setup, base_params, workdir, seed, log, on_trained))
         elapsed = time.monotonic() - start
-        log(f"seed {seed} done; ETA for the remaining seeds {elapsed / (i + 1) * (len(seeds) - i - 1):.0f}s")
-    rows = _mean_table(per_seed)
+        log(f"seed {seed} done ({i + 1}/{len(all_seeds)}); {elapsed:.0f}s so far")
+    rows = demo_report.mean_rows(per_seed, config.demo.methods)
     if is_chief:
-        columns = metrics.TABLE_COLUMNS + ("edit_distance_ratio",)
-        table = metrics.markdown_table(rows, columns=columns)
-        _plot(per_seed, os.path.join(workdir, "acc_over_training.png"), seeds, config.demo.stage1_steps)
-        seed_tables = "\n\n".join(
-            f"Seed {seed}:\n\n" + metrics.markdown_table({m: r[m]["final"] for m in (_BASE, *METHODS)}, columns)
-            for seed, r in zip(seeds, per_seed)
-        )
-        report = (
-            f"# score_jax offline demo\n\nHeld-out synthetic problems, greedy decoding, mean of seeds "
-            f"{seeds} (percent).\n\n{table}\n\n![Acc@t1 and Acc@t2 over training](acc_over_training.png)\n\n"
-            f"{seed_tables}\n\nWall time: {time.monotonic() - start:.0f} s.\n"
-        )
-        with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-            f.write(report)
-        print(table, flush=True)
+        demo_report.write(config, workdir, per_seed, properties, wall_seconds=time.monotonic() - start)
         log(f"report: {os.path.join(workdir, 'report.md')}")
     return rows

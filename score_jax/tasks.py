@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from score_jax import data, distributed
+from score_jax.rewards import pair_sum
 from score_jax.rewards import synthetic as synthetic_rewards
 from score_jax.rewards.code import extract_program
 
@@ -130,6 +131,8 @@ def _load(spec: str, cfg, data_dir) -> data.Source:
 
 def _synthetic_task(cfg, seed: int) -> Task:
     num_test = max(cfg.synthetic_size // 4, 1)
+    if cfg.synthetic_difficulty in data.PAIR_SUM_DIFFICULTIES:
+        return _pair_sum_task(cfg.synthetic_size, num_test, cfg.synthetic_difficulty)
     problems = data.generate_synthetic(
         cfg.synthetic_size + num_test, seed=1000 + seed, difficulty=cfg.synthetic_difficulty
     )
@@ -147,6 +150,18 @@ def _synthetic_task(cfg, seed: int) -> Task:
     return Task(
         "synthetic", problems[: cfg.synthetic_size], problems[cfg.synthetic_size :], preset, preset, reward, answer
     )
+
+
+def _pair_sum_task(num_train: int, num_test: int, difficulty: str) -> Task:
+    # One problem set for every training seed (data.pair_sum.PROBLEM_SEED): the test split is
+    # the same held-out set for every run and method.
+    problems = data.generate_pair_sum(num_train + num_test, difficulty=difficulty)
+    preset = data.get_preset("synthetic", "synthetic")
+
+    def reward(texts, examples):
+        return np.array([float(pair_sum.check_pair_sum_answer(ex, t)) for t, ex in zip(texts, examples)], np.float32)
+
+    return Task("pair_sum", problems[:num_train], problems[num_train:], preset, preset, reward, pair_sum.answer_key)
 
 
 # The paper's answer sentence (its prompts ask for it) and the opening of a box, as the prompts spell them.

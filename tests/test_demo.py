@@ -1,76 +1,150 @@
-"""A shrunken offline demo: the same code path as configs/demo.py, a few steps of each phase."""
+"""The offline demo and the study, shrunk (configs/demo.py:tiny), plus the pair-sum task and habits."""
 
 import importlib.util
-import os
 import pathlib
 
-from score_jax import demo, metrics
-from score_jax.rewards import synthetic as synthetic_rewards
+import numpy as np
+import pytest
+
+from score_jax import demo, demo_report, habit_traces, metrics
+from score_jax.data import pair_sum as pair_sum_data
+from score_jax.rewards import pair_sum
 from score_jax.tokenizer import ByteTokenizer, get_chat_template
 
 
-def demo_config():
+def demo_config(options: str):
     path = pathlib.Path(__file__).parent.parent / "configs" / "demo.py"
     spec = importlib.util.spec_from_file_location("demo_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    c = module.get_config()
-    c.model.overrides.d_model = 32
-    c.model.overrides.num_layers = 1
-    c.model.overrides.head_dim = 8
-    c.model.overrides.mlp_dim = 64
-    c.mesh.shape = (1, 1, -1)
-    c.data.synthetic_size = 200
-    c.rl.prompts_per_step = 8
-    c.rl.samples_per_prompt = 2
-    c.eval.num_examples = 16
-    c.eval.batch_size = 16
-    c.demo.sft_steps = 4
-    c.demo.sft_batch_size = 16
-    c.demo.stage1_steps = 1
-    c.demo.stage2_steps = 1
-    c.demo.eval_every_steps = 1
-    return c
+    return module.get_config(options)
 
 
 def test_shrunken_demo_writes_the_report(tmp_path):
-    rows = demo.run(demo_config(), str(tmp_path))
+    rows = demo.run(demo_config("tiny"), str(tmp_path))
     assert set(rows) == {"base model", "naive multi-turn RL", "SCoRe"}
     report = (tmp_path / "report.md").read_text()
-    first_table = next(block for block in report.split("\n\n") if block.startswith("| method"))
-    table = metrics.parse_markdown_table(first_table)
+    table = metrics.parse_markdown_table(next(b for b in report.split("\n\n") if b.startswith("| method")))
     assert set(table) == {"base model", "naive multi-turn RL", "SCoRe"}
     for row in table.values():
         assert set(row) >= {"acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "answer_changed"}
         assert abs(row["delta"] - (row["delta_i2c"] - row["delta_c2i"])) < 2e-3
     assert (tmp_path / "acc_over_training.png").stat().st_size > 1000
-    for run in ("naive_multi_turn_rl", "score"):
-        events = os.listdir(tmp_path / "seed_0" / run / "tensorboard")
-        assert any(e.startswith("events.out.tfevents") for e in events)
 
 
-def test_traces_have_the_configured_habits():
-    import numpy as np
+@pytest.mark.slow
+def test_shrunken_study_reports_every_method_in_the_papers_tables(tmp_path):
+    config = demo_config("study,tiny")
+    config.demo.seeds = "11"
+    demo.run(config, str(tmp_path))
+    report = (tmp_path / "report.md").read_text()
+    sections = report.split("\n## ")
+    table2 = next(s for s in sections if s.startswith("Table 2"))
+    table4 = next(s for s in sections if s.startswith("Table 4"))
+    for section, names in ((table2, demo_report.TABLE_BASELINES), (table4, demo_report.TABLE_ABLATIONS)):
+        rows = _interval_cells(section)
+        assert set(rows) == set(names)
+        for cells in rows.values():
+            assert len(cells) == len(demo_report.COLUMNS) and all(c != "" for c in cells[:6])
+    for heading in ("The task, measured before any comparison", "The paper's claims", "Example transcripts"):
+        assert heading in report
+    for plot in ("acc_over_training.png", "collapse.png", "pair_sft_shift.png", "inference_scaling.png"):
+        assert (tmp_path / plot).stat().st_size > 1000, plot
 
-    from score_jax import data
 
-    c = demo_config().demo
-    c.traces_per_problem = 10
+def _interval_cells(section: str) -> dict[str, list[str]]:
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")][2:]
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for c in cells[1:]:
+            if c:
+                float(c.split(" ± ")[0])  # every cell parses as "mean" or "mean ± half"
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_pair_sum_problems_have_one_answer_and_fixed_splits():
+    problems = pair_sum_data.generate_pair_sum(300)
+    assert pair_sum_data.generate_pair_sum(100) == problems[:100]  # splits are slices of one draw
+    assert len({p["problem"] for p in problems}) == 300
+    for p in problems:
+        numbers, target = pair_sum.parse_problem(p["problem"])
+        pairs = [(a, b) for i, a in enumerate(numbers) for b in numbers[i + 1 :] if a + b == target]
+        assert len(pairs) == 1
+        assert pair_sum.check_pair_sum_answer(p, p["answer"])
+
+
+@pytest.mark.parametrize(
+    "response, right",
+    [
+        ("7+15=22", True),
+        ("15+7=22", True),  # either order
+        (" 7+15=22 ", True),
+        ("7+15=21", False),  # wrong arithmetic on the right pair
+        ("7+15", False),  # no sum: not the answer format
+        ("so 7+15=22", False),  # loose text around the answer
+        ("7+15=22 8+14=22", False),  # two answers
+        ("11+11=22", False),  # one number twice
+        ("1+21=22", False),  # numbers outside the list
+        ("7+1", False),  # truncated
+        ("", False),
+    ],
+)
+def test_pair_sum_grader_is_strict(response, right):
+    problem = {"problem": pair_sum.format_problem((8, 21, 33, 7, 15), 22), "answer": "7+15=22"}
+    assert pair_sum.check_pair_sum_answer(problem, response) is right
+
+
+def test_habit_traces_second_guess_by_target_and_write_true_sums():
     tok, template = ByteTokenizer(), get_chat_template("compact")
-    problems = data.generate_synthetic(400, seed=0, difficulty="demo")
-    traces = demo.make_traces(problems, c, template, tok, "Check and fix:", np.random.default_rng(0))
-    assert len(traces) == 400 * 10
-    stats = {True: [], False: []}
-    repeats = 0
+    problems = pair_sum_data.generate_pair_sum(400)
+    habits = habit_traces.Habits(first_wrong=0.3, revise_digits=(1, 4, 7))
+    traces = habit_traces.make_traces(problems, habits, template, tok, "Check and fix:", 5, np.random.default_rng(0))
+    assert len(traces) == 400 * 5
+    right_first, changed = [], {True: [], False: []}
     for i, (ids, mask) in enumerate(traces):
-        ex = problems[i // 10]
-        first, second = tok.decode(ids).split("Check and fix:")
-        assert demo.worked_answer(ex["problem"], 0).split(" x=")[0] in first  # the reduced equation
-        stats[demo.is_hard(ex["problem"])].append(synthetic_rewards.check_synthetic_answer(ex, first))
-        repeats += first.split("x=")[-1] == second.split("x=")[-1]
+        ex = problems[i // 5]
+        numbers, target = pair_sum.parse_problem(ex["problem"])
+        text = tok.decode(ids)
+        first, second = (s.split("<end_of_turn>")[0] for s in text.split(ex["problem"])[1].split("Check and fix:"))
+        first = first.replace("<end_of_turn>", "").replace("<start_of_turn>", "").strip()
+        second = second.replace("<start_of_turn>", "").strip()
+        for attempt in (first, second):
+            a, b, s = pair_sum.parse_answer(attempt)
+            assert a + b == s and a in numbers and b in numbers and a != b  # true sums, list numbers
+        right_first.append(pair_sum.check_pair_sum_answer(ex, first))
+        changed[habit_traces.revises(target, habits)].append(first != second)
         assert sum(mask) > 0
-    # Attempt 1 is right about 90% of the time on small divisors, 30% on large ones (where the
-    # slip can coincide with the answer, so a little more); attempt 2 mostly repeats attempt 1.
-    assert 0.85 < np.mean(stats[False]) < 0.95
-    assert 0.25 < np.mean(stats[True]) < 0.55
-    assert 0.8 < repeats / len(traces) < 0.95
+    assert 0.64 < np.mean(right_first) < 0.76  # first_wrong = 0.3
+    assert np.mean(changed[True]) == 1.0 and np.mean(changed[False]) == 0.0
+
+
+def test_study_budgets_are_equal_across_methods():
+    config = demo_config("study")
+    d = config.demo
+    n = d.stage1_steps + d.stage2_steps
+    episodes = n * config.rl.prompts_per_step * config.rl.samples_per_prompt
+    for name, method in demo.METHODS.items():
+        c = demo.method_config(config, method, seed=11)
+        if method.kind == "rl":
+            from score_jax import config as config_lib
+
+            steps = sum(s for _, s in config_lib.stage_schedule(c))
+            assert steps == n, name
+        elif method.kind == "pair_sft":
+            assert c.baseline.num_problems * c.baseline.samples_per_prompt == episodes
+            assert c.sft.steps == n
+        elif method.kind == "star":
+            rl_steps = c.baseline.star_stage1_steps
+            sampled = c.baseline.num_problems * c.baseline.samples_per_prompt * c.baseline.star_iterations
+            rl_episodes = rl_steps * config.rl.prompts_per_step * config.rl.samples_per_prompt
+            assert sampled + rl_episodes == episodes, name
+            assert c.sft.steps * c.baseline.star_iterations + rl_steps == n, name
+
+
+def test_intervals_use_students_t():
+    mean, half = demo_report.interval([0.5, 0.6, 0.7, 0.4, 0.55])
+    assert mean == pytest.approx(0.55)
+    assert half == pytest.approx(2.776 * np.std([0.5, 0.6, 0.7, 0.4, 0.55], ddof=1) / np.sqrt(5))
+    assert np.isnan(demo_report.interval([0.5])[1])

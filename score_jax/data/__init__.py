@@ -10,6 +10,8 @@ files (third_party/DATASETS.md says where to get them), read as array_record wit
 """
 
 from score_jax.data.files import DataError
+from score_jax.data.pair_sum import DIFFICULTIES as PAIR_SUM_DIFFICULTIES
+from score_jax.data.pair_sum import generate_pair_sum
 from score_jax.data.pipeline import PromptBatches, shard_bounds
 from score_jax.data.prompts import PromptPreset, get_preset
 from score_jax.data.sources import BUILDERS, Source, builder, load
@@ -19,11 +21,13 @@ __all__ = [
     "BUILDERS",
     "DIFFICULTIES",
     "DataError",
+    "PAIR_SUM_DIFFICULTIES",
     "PromptBatches",
     "PromptPreset",
     "Source",
     "SyntheticDifficulty",
     "builder",
+    "generate_pair_sum",
     "generate_synthetic",
     "get_preset",
     "load",

@@ -1,0 +1,106 @@
+"""Two-attempt supervised traces that give the demo's base model the self-correction habits of
+real LLMs on the pair-sum task (`score_jax.data.pair_sum`).
+
+The paper's base model (its Table 1: Acc@t1 52.6, Acc@t2 41.4, c->i 15.8 vs i->c 4.6) changes
+its answer often when asked to check it, and mostly for the worse: it cannot tell its right
+answers from its wrong ones, and second-guesses both. The traces reproduce that profile:
+
+* Attempt 1 names the answer, except with probability `first_wrong` a near miss: one number of
+  the right pair with another number of the list (what a slip in the search looks like).
+* Attempt 2 repeats attempt 1, except on problems whose target ends in one of `revise_digits`,
+  where it "second-guesses": it keeps attempt 1's first number and swaps the second for the next
+  number of the list (the next after it, cyclically, skipping the first). That swap breaks every
+  right answer and fixes a near miss only when the swapped-in number happens to be the partner,
+  so the base model's greedy second attempt shows c->i well above i->c. The rule depends on what
+  the model can see (the target and its own first answer), so greedy decoding follows it.
+
+Every attempt writes its pair's true sum ("27+8=35"), so a wrong pair is visibly wrong against the
+target: checking is cheap, and it is up to RL to teach the model to use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from score_jax.rewards import pair_sum
+
+
+@dataclasses.dataclass(frozen=True)
+class Habits:
+    """The base model's habits; see the module docstring."""
+
+    first_wrong: float = 0.2  # attempt 1 is a near miss with this probability
+    revise_digits: tuple[int, ...] = (1, 4, 7)  # attempt 2 second-guesses when the target ends in one
+
+
+def answer_pair(example: dict[str, Any]) -> tuple[int, int]:
+    """The (a, b) of the problem's answer, in list order."""
+    a, b, _ = pair_sum.parse_answer(example["answer"])
+    return a, b
+
+
+def near_miss(numbers: Sequence[int], pair: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+    """One number of `pair` with another number of the list, in list order: a wrong pair when
+    `pair` is the unique answer."""
+    keep = pair[rng.integers(2)]
+    other = [n for n in numbers if n not in pair]
+    swap = other[rng.integers(len(other))]
+    return tuple(sorted((keep, swap), key=numbers.index))
+
+
+def second_guess(numbers: Sequence[int], pair: tuple[int, int]) -> tuple[int, int]:
+    """`pair` with its second number swapped for the next number of the list (cyclically),
+    skipping the first: the base model's revision."""
+    a, b = pair
+    i = numbers.index(b)
+    for step in range(1, len(numbers)):
+        candidate = numbers[(i + step) % len(numbers)]
+        if candidate != a:
+            return a, candidate
+    raise ValueError(f"no other number to swap in: {numbers}")
+
+
+def revises(target: int, habits: Habits) -> bool:
+    """Whether the base model second-guesses its first answer on a problem with this target."""
+    return target % 10 in habits.revise_digits
+
+
+def attempts(example: dict[str, Any], habits: Habits, rng: np.random.Generator) -> tuple[str, str]:
+    """(attempt 1, attempt 2) texts of one trace."""
+    numbers, target = pair_sum.parse_problem(example["problem"])
+    right = answer_pair(example)
+    first = near_miss(numbers, right, rng) if rng.random() < habits.first_wrong else right
+    second = second_guess(numbers, first) if revises(target, habits) else first
+    return pair_sum.format_answer(*first), pair_sum.format_answer(*second)
+
+
+def make_traces(
+    problems: Sequence[dict[str, Any]],
+    habits: Habits,
+    template,
+    tokenizer,
+    instruction: str,
+    traces_per_problem: int,
+    rng: np.random.Generator,
+) -> list[tuple[list[int], list[bool]]]:
+    """(token ids, loss mask on the model's turns) for `traces_per_problem` traces per problem."""
+    eot = tokenizer.token_id(template.end_of_turn)
+    traces = []
+    for example in problems:
+        for _ in range(traces_per_problem):
+            first, second = attempts(example, habits, rng)
+            ids, mask = [], []
+            for chunk, learn in (
+                (template.prompt(tokenizer, example["problem"]), False),
+                (tokenizer.encode(first) + [eot], True),
+                (template.continuation(tokenizer, instruction, closed=True), False),
+                (tokenizer.encode(second) + [eot], True),
+            ):
+                ids += chunk
+                mask += [learn] * len(chunk)
+            traces.append((ids, mask))
+    return traces
