@@ -301,8 +301,9 @@ def _decode_segment(
     return jax.lax.while_loop(cond, body, state)
 
 
-def _windows(cache_len: int, block: int | None) -> list[int]:
-    """Attention windows of the decode segments: multiples of `block`, then the whole cache."""
+def attention_windows(cache_len: int, block: int | None) -> list[int]:
+    """Attention windows a decoder compiles for a cache of `cache_len` slots: multiples of `block`,
+    then the whole cache."""
     if block is None or block >= cache_len:
         return [cache_len]
     return list(range(block, cache_len, block)) + [cache_len]
@@ -344,7 +345,7 @@ def decode_loop(
             done=done.astype(bool),
             rng=rng,
         )
-        for window in _windows(cache.max_len, settings.attention_block):
+        for window in attention_windows(cache.max_len, settings.attention_block):
             state = _decode_segment(
                 state, params, stop_at, window=window, config=config, settings=settings, shard=shard
             )

@@ -42,6 +42,7 @@ from score_jax.model.config import ModelConfig
 from score_jax.model.transformer import KVCache, Transformer, init_cache
 from score_jax.sampling import (
     SamplingConfig,
+    attention_windows,
     chunk_positions,
     constrain_cache,
     count_trace,
@@ -116,10 +117,11 @@ def _decode(
     shard,
     num_attempts: int,
     end_of_turn: int,
+    window: int,
 ) -> PoolState:
-    """One model call on [R, 1]: each decoding slot samples its next token and writes it at its
-    slot; a slot whose attempt stops turns to the gap's continuation chunk, or empties after its
-    last attempt."""
+    """One model call on [R, 1] attending to the first `window` slots: each decoding slot samples
+    its next token and writes it at its slot (below `window`); a slot whose attempt stops turns to
+    the gap's continuation chunk, or empties after its last attempt."""
     num_episodes = s.record.tokens.shape[0]
     decoding = (s.episode >= 0) & (s.fed >= s.chunk_len)
     token, logp = sample_logits(s.logits, key, settings)
@@ -129,7 +131,7 @@ def _decode(
     token = jnp.where(decoding, token, settings.pad_id)
     here = s.cache.index
     logits, cache = Transformer(config).apply(
-        {"params": params}, token[:, None], here[:, None], decoding[:, None], s.cache
+        {"params": params}, token[:, None], here[:, None], decoding[:, None], s.cache, window=window
     )
 
     # Slots not decoding scatter to episode E, out of range: their updates are dropped.
@@ -217,6 +219,13 @@ def _feed(
     )
 
 
+def _when(pred: Array, fn, state: PoolState) -> PoolState:
+    """``fn(state) if pred else state``, as a while loop of at most one trip: a `lax.cond` branch
+    that updates the cache in place makes XLA copy the whole cache (four copies per decode call on
+    CPU, more than the weights' bytes at 125M); a loop body updates it in place."""
+    return jax.lax.while_loop(lambda c: c[0], lambda c: (jnp.zeros((), bool), fn(c[1])), (pred, state))[1]
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -301,6 +310,8 @@ def sample_pool(
             _feed, params=params, chunks=chunks, width=refill_chunk, rows=min(refill_rows, slots), **common
         )
 
+        windows = attention_windows(row_len, settings.attention_block)
+
         def body(s: PoolState) -> PoolState:
             s = _refill(s, chunk_lens, num_episodes)
             rng, key = (s.rng, None) if settings.greedy else jax.random.split(s.rng)
@@ -316,8 +327,12 @@ def sample_pool(
                 **common,
             )
             live = s.episode >= 0
-            s = jax.lax.cond(jnp.any(live & (s.fed >= s.chunk_len)), decode, lambda s: s, s)
-            return jax.lax.cond(jnp.any(live & (s.fed < s.chunk_len)), feed, lambda s: s, s)
+            # The decode call attends to the first w slots, w the smallest window past every
+            # decoding slot's write slot (one compiled call per window).
+            need = jnp.max(jnp.where(live & (s.fed >= s.chunk_len), s.cache.index + 1, 0))
+            for low, window in zip([0, *windows[:-1]], windows):
+                s = _when((need > low) & (need <= window), functools.partial(decode, window=window), s)
+            return _when(jnp.any(live & (s.fed < s.chunk_len)), feed, s)
 
         def cond(s: PoolState):
             return (s.next_episode < num_episodes) | jnp.any(s.episode >= 0)
