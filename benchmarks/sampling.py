@@ -13,17 +13,20 @@ For each config, all in one run on the same machine: greedy tokens per second of
 and for two-attempt episodes (prompt, attempt, instruction, attempt) the seconds per batch with
 attempt 2 continuing on the cache (episode_s_cache_reuse) or re-encoding the whole context
 (episode_s_reprefill). Timings exclude compilation (one warm-up call each) and include the
-prefill. The decode roofline (weights + KV cache bytes read per step over the measured memory
-bandwidth, measured beside them) is reported too, and on a known accelerator the fraction of its
-nominal memory bandwidth that the measured decode rate implies (`hbm_fraction`). Any model preset
+prefill; decode_tok_s times the decode loop alone. The decode roofline (weights + KV cache bytes
+read per step over the memory bandwidth measured beside them, the best of two measurements) is
+reported with decode_roofline_fraction = decode_tok_s / roofline, and on a known accelerator the
+fraction of its nominal memory bandwidth that the decode rate implies (`hbm_fraction`). Any model preset
 name works in --configs (random weights of that shape). The last line printed is one JSON object.
 
 With --skew, instead: K-attempt episodes (4 x batch of them, greedy) whose attempts stop at
 lengths drawn from a lognormal (median 0.15 and 95th percentile 0.9 of new_tokens; the same draws
 for both samplers), sampled by `EpisodeSampler` (batch rows at a time, each attempt decoded to
 its slowest row) and by `SlotEpisodeSampler` (a pool of batch slots, refilled as episodes end):
-episodes_s, useful_tok_s (attempt tokens per second) and slot_utilisation (attempt tokens over
-row-steps of decoding; the pool's steps include those that feed prompts and instructions).
+episodes_s, useful_tok_s (attempt tokens per second), cpu_seconds (this process's CPU time, all
+threads: steadier than wall time under load), decode_steps and slot_utilisation (attempt tokens
+over decode calls x rows; a pool slot that is taking in a prompt or an instruction idles in the
+decode calls meanwhile), and episodes_s_ratio / cpu_seconds_ratio (pool over static).
 
 On a shared 2-core machine every number moves with the other load; torch's generate suffers most
 (its two OpenMP threads stall when a core is taken), so compare numbers from one run only.
@@ -76,13 +79,20 @@ class _WideByteTokenizer(ByteTokenizer):
 
 def _timed(fn, repeats: int = 1, warmup=None) -> float:
     """Best wall time of `repeats` calls, after one warm-up (compilation) call."""
+    return _wall_and_cpu(fn, repeats, warmup)[0]
+
+
+def _wall_and_cpu(fn, repeats: int = 1, warmup=None) -> tuple[float, float]:
+    """Best wall time and best CPU time (this process, all threads) of `repeats` calls, after one
+    warm-up call. On a loaded machine CPU time moves much less than wall time: it counts the work
+    done, not the waits for a core."""
     (warmup or fn)()
-    best = float("inf")
+    wall, cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return wall, cpu
 
 
 # Nominal memory bandwidth (GB/s) by device kind, for `hbm_fraction`.
@@ -201,13 +211,15 @@ def bench(
     )
     sampler = sampling.Sampler(config)
     repeats = 3 if config.num_params() < 10**7 else 1  # best of: the machine is shared and noisy
-    out = {}
+    out = {"loadavg_before": _loadavg()}
+    bandwidth_before = _bandwidth_gb_s()
 
     def generate():
         gen = sampler.generate(params, prompts.tolist(), settings, jax.random.key(0))
         assert gen.lengths.min() == new_tokens
 
     out["score_jax_tok_s"] = batch * new_tokens / _timed(generate, repeats=repeats + 1)
+    out["decode_tok_s"] = batch * new_tokens / _decode_seconds(sampler, params, prompts, settings, repeats + 1)
 
     steps = min(no_cache_steps, new_tokens)
     if steps:
@@ -219,21 +231,45 @@ def bench(
         out.update(_episodes(params, config, settings, batch, prompt_len, repeats))
 
     # Decode roofline: every step reads all weights but the input embedding, plus the KV cache.
-    # Bandwidth is measured here, beside the timings, since other work on the machine changes it.
-    bandwidth = _bandwidth_gb_s()
+    # Bandwidth is measured here, beside the timings, since other work on the machine changes it
+    # (the best of two measurements, so load makes the fraction lower, not higher).
+    bandwidth = max(_bandwidth_gb_s(), bandwidth_before)
     out["bandwidth_gb_s"] = bandwidth
     itemsize = jnp.dtype(config.dtype).itemsize
     n_params = config.num_params() - config.vocab_size * config.d_model * (0 if config.tie_embeddings else 1)
     kv_bytes = 2 * config.num_layers * batch * (prompt_len + new_tokens) * config.num_kv_heads * config.head_dim
     step_bytes = (n_params + kv_bytes / 2) * itemsize  # on average half the cache is filled
     out["decode_roofline_tok_s"] = batch * bandwidth * 1e9 / step_bytes
+    out["decode_roofline_fraction"] = out["decode_tok_s"] / out["decode_roofline_tok_s"]
     out["decode_bytes_per_step_mb"] = step_bytes / 1e6
     peak = _peak_bandwidth_gb_s()
     if peak:
         # Prefill is inside the timing, so this slightly understates the decode loop's own fraction.
         out["peak_bandwidth_gb_s"] = peak
-        out["hbm_fraction"] = out["score_jax_tok_s"] / batch * step_bytes / (peak * 1e9)
+        out["hbm_fraction"] = out["decode_tok_s"] / batch * step_bytes / (peak * 1e9)
+    out["loadavg_after"] = _loadavg()
     return out
+
+
+def _decode_seconds(sampler, params, prompts, settings, repeats: int) -> float:
+    """Best wall time of the decode loop alone (prefill excluded), after one warm-up call."""
+    seconds = []
+    for _ in range(repeats + 1):
+        logits, cache, (_, _, valid) = sampler.prefill_prompts(params, prompts.tolist(), settings)
+        jax.block_until_ready((logits, cache))
+        t0 = time.perf_counter()
+        sampler.decode(params, cache, logits, valid.sum(axis=1), settings, jax.random.key(0))  # returns on the host
+        seconds.append(time.perf_counter() - t0)
+    return min(seconds[1:])
+
+
+def _loadavg() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages (other processes slow every timing here)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return []
 
 
 def _no_cache(params, prompts, config, settings, new_tokens, steps) -> dict:
@@ -334,8 +370,10 @@ def bench_skew(
         else:
             episodes[mode] = pool.sample(params, first_turns, INSTRUCTION, stop_at=stop_at, **run)
 
-    repeats = 2 if config.num_params() < 10**7 else 1
-    seconds = {mode: _timed(functools.partial(sample, mode), repeats) for mode in ("static", "slots")}
+    repeats = 4 if config.num_params() < 10**7 else 1
+    loadavg_before = _loadavg()
+    timings = {mode: _wall_and_cpu(functools.partial(sample, mode), repeats) for mode in ("static", "slots")}
+    seconds = {mode: wall for mode, (wall, _) in timings.items()}
     for mode, ep in episodes.items():
         np.testing.assert_array_equal(ep.lengths, stop_at, err_msg=f"{mode}: a row stopped on its own")
     assert episodes["static"].texts == episodes["slots"].texts, "static and slot-pool episodes differ"
@@ -343,6 +381,8 @@ def bench_skew(
     # Static: each group decodes every attempt until its slowest row stops.
     static_slots = int(stop_at.reshape(num_attempts, groups, batch).max(axis=2).sum()) * batch
     out = {
+        "loadavg_before": loadavg_before,
+        "loadavg_after": _loadavg(),
         "episodes": rows,
         "pool_slots": batch,
         "num_attempts": num_attempts,
@@ -354,13 +394,17 @@ def bench_skew(
     for mode, decoded in (("static", static_slots), ("slots", pool.last_stats["decoded_slots"])):
         out[mode] = {
             "seconds": seconds[mode],
+            "cpu_seconds": timings[mode][1],
             "episodes_s": rows / seconds[mode],
             "useful_tok_s": useful / seconds[mode],
             "decoded_slots": decoded,
             "slot_utilisation": useful / decoded,
         }
-    out["slots"] = {**out["slots"], "loop_steps": pool.last_stats["steps"], "feed_steps": pool.last_stats["feed_steps"]}
+    stats = pool.last_stats
+    out["static"]["decode_steps"] = static_slots // batch
+    out["slots"].update(loop_steps=stats["steps"], decode_steps=stats["decode_steps"], feed_steps=stats["feed_steps"])
     out["episodes_s_ratio"] = out["slots"]["episodes_s"] / out["static"]["episodes_s"]
+    out["cpu_seconds_ratio"] = out["static"]["cpu_seconds"] / out["slots"]["cpu_seconds"]
     return out
 
 

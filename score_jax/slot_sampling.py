@@ -6,11 +6,15 @@ the cache (`KVCache.index` per row): when attempt k stops, the slot feeds that g
 chunk (turn end, instruction, model opener) and decodes attempt k + 1 straight after, whatever
 the other slots are doing; when its episode ends, the slot takes the step's next prompt. A loop
 step makes one decode call on [R, 1] tokens (every decoding slot's next token) and, when some
-slot is taking in a prompt or a continuation, one feed call on [M, T] tokens: the next T tokens
-of the first M feeding slots, whose cache rows are gathered for it and scattered back. A long
-prompt thus goes in T tokens per step while the other slots keep decoding, and feeding costs
-M T tokens of compute rather than R T. Each call is compiled once (the branches of `lax.cond`s
-inside the loop), so refills compile nothing.
+slot is taking in a prompt or a continuation, one feed call on [m, T] tokens: the next T tokens
+of the first m feeding slots, whose cache rows are gathered for it and scattered back, m the
+fewest of 1, 2, 4, ..., M rows that hold every feeding slot (or M). A long prompt thus goes in T
+tokens per step while the other slots keep decoding, and feeding costs about as many tokens of
+compute as are fed, not R T. The decode call attends only to the cache's first w slots, w the
+smallest multiple of `SamplingConfig.attention_block` past every decoding slot's write slot.
+Each variant of each call is compiled once, inside the loop, so refills compile nothing. The
+calls run in while loops of at most one trip, not `lax.cond` branches, which would copy the
+whole cache on every in-place update.
 
 A static batch decodes each attempt until its slowest row stops and starts attempt k + 1 only
 then; with long-tailed lengths most of its decoded slots are padding. Here a slot idles only when
@@ -22,7 +26,8 @@ or between chunks, so position ids are slot indices and each attempt token's pre
 valid (the `Episode` contract); the static sampler lays the same tokens out with gaps instead.
 
 Shapes: E episodes, R slots, K attempts, P prompt bucket, C continuation bucket, F = max(P, C),
-N max new tokens, W = P + K N + (K - 1) C slots per row, T refill chunk, M refill rows, V vocabulary.
+N max new tokens, W = P + K N + (K - 1) C slots per row, T refill chunk, M most refill rows,
+V vocabulary.
 """
 
 from __future__ import annotations
@@ -260,7 +265,8 @@ def sample_pool(
     """Samples E K-attempt episodes on a pool of `slots` cache rows (module docstring).
 
     Each loop step refills empty slots from the queue, then makes a decode call if some slot
-    decodes and a feed call (`refill_rows` slots, `refill_chunk` tokens each) if some slot feeds.
+    decodes and a feed call (`refill_chunk` tokens on each of the fewest of 1, 2, 4, ...,
+    `refill_rows` rows that hold every feeding slot, or `refill_rows` rows) if some slot feeds.
 
     Args:
       prompts: [E, P] int32, each prompt's tokens from column 0 (right-padded); prompt_lens [E].
@@ -306,9 +312,9 @@ def sample_pool(
             ),
         )
         common = dict(config=config, settings=settings, shard=shard)
-        feed = functools.partial(
-            _feed, params=params, chunks=chunks, width=refill_chunk, rows=min(refill_rows, slots), **common
-        )
+        feed = functools.partial(_feed, params=params, chunks=chunks, width=refill_chunk, **common)
+        most = min(refill_rows, slots)
+        feed_rows = sorted({2**i for i in range(most.bit_length())} | {most})  # 1, 2, 4, ..., M
 
         windows = attention_windows(row_len, settings.attention_block)
 
@@ -332,7 +338,13 @@ def sample_pool(
             need = jnp.max(jnp.where(live & (s.fed >= s.chunk_len), s.cache.index + 1, 0))
             for low, window in zip([0, *windows[:-1]], windows):
                 s = _when((need > low) & (need <= window), functools.partial(decode, window=window), s)
-            return _when(jnp.any(live & (s.fed < s.chunk_len)), feed, s)
+            # The feed call takes the fewest rows (of `feed_rows`) that holds every feeding slot, up to M.
+            count = jnp.sum((s.episode >= 0) & (s.fed < s.chunk_len))
+            for low, rows in zip([0, *feed_rows[:-1]], feed_rows):
+                s = _when(
+                    (count > low) & ((count <= rows) | (rows == feed_rows[-1])), functools.partial(feed, rows=rows), s
+                )
+            return s
 
         def cond(s: PoolState):
             return (s.next_episode < num_episodes) | jnp.any(s.episode >= 0)
@@ -346,7 +358,8 @@ class SlotEpisodeSampler(EpisodeSampler):
     Args (besides `EpisodeSampler`'s):
       refill_chunk: T, the tokens a slot feeds per loop step while it takes in a prompt or a
         continuation (the other slots keep decoding meanwhile).
-      refill_rows: M, the slots fed at once (at most R).
+      refill_rows: M, the most slots fed at once (at most R); fewer feeding slots go into a
+        call of 1, 2, 4, ... rows (one compiled feed call per row count).
 
     In `sample`, `batches` sizes the pool: R = rows / batches slots, the rows the static sampler's
     cache holds with the same `batches`. `reprefill` is not supported. After each call,
