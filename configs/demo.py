@@ -87,7 +87,7 @@ def get_config(options: str = ""):
     c.eval.num_examples = 500  # problems per evaluation (of the 2000 test or 500 validation problems)
     c.eval.batch_size = 500
     c.log_every_steps = 10
-    c.sft.learning_rate = 1e-4  # the SFT baselines (STaR, Pair-SFT): the RL methods' learning rate
+    c.sft.learning_rate = 2e-4  # the SFT baselines (STaR, Pair-SFT): the RL methods' learning rate
     c.sft.batch_size = 16  # the SFT baselines: traces per update, as many as an RL step's prompts
 
     c.demo = ml_collections.ConfigDict()

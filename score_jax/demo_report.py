@@ -255,6 +255,11 @@ def _properties_section(props: dict) -> str:
     return "\n".join(lines)
 
 
+def _printable(text: str) -> str:
+    """A model's text for an inline code span: unprintable characters and backticks as "?"."""
+    return "".join(ch if ch.isprintable() and ch != "`" else "?" for ch in text)
+
+
 def _transcripts_section(per_seed, methods) -> str:
     lines = ["## Example transcripts (first seed, evaluation problems)", ""]
     first = per_seed[0]
@@ -265,10 +270,10 @@ def _transcripts_section(per_seed, methods) -> str:
         lines.append(f"**{name}**")
         lines.append("")
         for t in shown:
-            feedback = f" / feedback `{t['feedback']}`" if "feedback" in t else ""
+            feedback = f" / feedback `{_printable(t['feedback'])}`" if "feedback" in t else ""
             lines.append(
-                f"- `{t['problem']}` -> attempt 1 `{t['attempt1']}`{feedback} -> "
-                f"attempt 2 `{t['attempt2']}` ({t['outcome']})"
+                f"- `{t['problem']}` -> attempt 1 `{_printable(t['attempt1'])}`{feedback} -> "
+                f"attempt 2 `{_printable(t['attempt2'])}` ({t['outcome']})"
             )
         lines.append("")
     return "\n".join(lines)
