@@ -6,6 +6,7 @@ bfloat16 combination of parameters, compute and reference: Stage I's KL measures
 1 moved, so it must read 0 before anything moved, and the KL term must add nothing to the gradient.
 """
 
+import functools
 import itertools
 
 import jax
@@ -62,13 +63,21 @@ def _batch(vocab: int, b: int = 4, t: int = 20, k: int = 2):
     }
 
 
+@functools.cache
+def _init(preset, param_dtype):
+    """A random init in `param_dtype`, compiled once per family and dtype rather than once per case:
+    the parameters do not depend on the compute dtype, and `run_setup.policy_and_reference` never
+    changes its input."""
+    return init_params(get_preset(preset, param_dtype=param_dtype), jax.random.key(1))
+
+
 def _pair(preset, param_dtype, dtype, reference_dtype):
     """(policy config, reference config, policy params, reference params) as a run builds them."""
     c = config_lib.base_config()
     c.model.param_dtype, c.model.dtype, c.model.reference_dtype = param_dtype, dtype, reference_dtype
     config_lib.validate(c)  # every combination is allowed
     policy_config = get_preset(preset, param_dtype=param_dtype, dtype=dtype)
-    policy, reference = run_setup.policy_and_reference(init_params(policy_config, jax.random.key(1)), reference_dtype)
+    policy, reference = run_setup.policy_and_reference(_init(preset, param_dtype), reference_dtype)
     assert {x.dtype for x in jax.tree.leaves(reference)} == {jnp.dtype(reference_dtype)}
     return policy_config, run_setup.reference_config(c, policy_config), policy, reference
 
