@@ -35,8 +35,8 @@ def worker(args) -> None:
     import test_mesh_fsdp_tensor as t
 
     shape = tuple(int(s) for s in args.shape.split(","))
-    history = t.train_fsdp_tensor(args.checkpoint, args.workdir, shape, args.schedule)
-    print(json.dumps({"steps": [h["step"] for h in history]}))
+    result = t.train_fsdp_tensor(args.checkpoint, args.workdir, shape, args.schedule)
+    print(json.dumps({"steps": [h["step"] for h in result.history]}))
 
 
 def one_run(args, shape: str, index: int, env: dict, scratch: str) -> dict:

@@ -7,6 +7,7 @@ benchmarks/stress_fsdp_tensor.py repeats this run 20 times per mesh beside a bus
 """
 
 import hf_fixtures as fx
+import jax
 import numpy as np
 import pytest
 from test_train import tiny_config
@@ -31,15 +32,30 @@ def fsdp_tensor_config(checkpoint: str, shape: tuple[int, int, int], schedule: s
     return c
 
 
-def train_fsdp_tensor(checkpoint: str, workdir: str, shape: tuple[int, int, int], schedule: str) -> list[dict]:
-    """Trains `schedule` from `checkpoint` on an fsdp_tensor mesh of `shape`; returns the history."""
-    return train.run(fsdp_tensor_config(checkpoint, shape, schedule), workdir).history
+def train_fsdp_tensor(checkpoint: str, workdir: str, shape: tuple[int, int, int], schedule: str) -> train.RunResult:
+    """Trains `schedule` from `checkpoint` on an fsdp_tensor mesh of `shape`."""
+    return train.run(fsdp_tensor_config(checkpoint, shape, schedule), workdir)
+
+
+def replicas_disagree(tree) -> list[str]:
+    """Paths of arrays whose copies of one shard differ between devices (SPMD devices out of step)."""
+    out = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        first = {}
+        for shard in leaf.addressable_shards:
+            data = np.asarray(shard.data)
+            kept = first.setdefault(repr(shard.index), data)
+            if not np.array_equal(kept, data):
+                out.append(jax.tree_util.keystr(path))
+                break
+    return out
 
 
 @pytest.mark.parametrize("shape", [(1, 4, 2), (2, 2, 2)])
 def test_fsdp_tensor_trains_an_hf_qwen2_with_paper_memory_settings(tmp_path, shape):
     save_checkpoint(str(tmp_path / "qwen2"))
-    history = train_fsdp_tensor(str(tmp_path / "qwen2"), str(tmp_path / "run"), shape, "stage1:1,stage2:2")
-    assert [h["step"] for h in history] == [1, 2, 3]
-    for h in history:
-        assert np.isfinite(h["loss/pg"]) and np.isfinite(h["grad_norm"]) and h["grad_norm"] > 0
+    result = train_fsdp_tensor(str(tmp_path / "qwen2"), str(tmp_path / "run"), shape, "stage1:1,stage2:2")
+    assert [h["step"] for h in result.history] == [1, 2, 3]
+    for h in result.history:
+        assert np.isfinite(h["loss/pg"]) and np.isfinite(h["grad_norm"])
+    assert replicas_disagree(result.state.params) == []
