@@ -27,6 +27,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILDREN: list[subprocess.Popen] = []  # busy loops and the running worker, killed on exit
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
@@ -51,11 +52,16 @@ def one_run(args, shape: str, index: int, env: dict, scratch: str) -> dict:
         f"--schedule={args.schedule}",
     ]
     start = time.perf_counter()
-    try:
-        result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
-        rc, stderr = result.returncode, result.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, stderr = "timeout", (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else ""
+    with subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        CHILDREN.append(p)
+        try:
+            _, stderr = p.communicate(timeout=args.timeout)
+            rc = p.returncode
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, stderr = p.communicate()
+            rc = "timeout"
+        CHILDREN.remove(p)
     wall = time.perf_counter() - start
     aborted = rc in (134, -6) or "Termination timeout" in stderr
     record = {
@@ -106,15 +112,19 @@ def main():
 
         t.save_checkpoint(args.checkpoint)
 
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    CHILDREN.extend(subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy))
 
-    def stop_busy(*_):
-        for p in busy:
+    def stop_children(*_):
+        for p in list(CHILDREN):
             if p.poll() is None:
                 p.kill()
                 p.wait()
 
-    signal.signal(signal.SIGTERM, lambda *a: (stop_busy(), sys.exit(143)))
+    def on_term(*_):
+        stop_children()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
     start = time.perf_counter()
     records = []
     try:
@@ -122,7 +132,7 @@ def main():
             for shape in args.shapes.split(";"):
                 records.append(one_run(args, shape, index, env, scratch))
     finally:
-        stop_busy()
+        stop_children()
     summary = {
         "flags": args.flags,
         "xla_flags": env.get("XLA_FLAGS", ""),
