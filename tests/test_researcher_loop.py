@@ -19,11 +19,12 @@ from score_jax.model import transformer
 from score_jax.rewards import math as math_rewards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
 
 
 def command(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    # The environment as the test has it (conftest: the 8-device CPU platform and the session's
+    # compilation cache, so the child reuses what the test's own run compiled).
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 # ---------------------------------------------------------------------------------------------
