@@ -251,7 +251,7 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
             lambda: step_fn.lower(state, ref_params, batch, jax.ShapeDtypeStruct((attempts,), jnp.float32)),
         )
     reports.append(
-        _report(
+        step_report(
             "train_step",
             f"{rows} episodes x {width} tokens, {attempts} attempts, {config.optim.num_microbatches} micro-batches",
             compiled,
@@ -285,7 +285,7 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         ),
     )
     reports.append(
-        _report(
+        step_report(
             "prefill",
             f"{sample_rows} rows x {prompt_len} prompt tokens into {slots} cache slots",
             compiled,
@@ -311,7 +311,7 @@ def check(config, devices: Sequence, memory_limit_bytes: int | None = None) -> R
         ),
     )
     reports.append(
-        _report(
+        step_report(
             "decode",
             f"{sample_rows} rows x {rl.max_new_tokens} new tokens in {slots} cache slots",
             compiled,
@@ -393,7 +393,8 @@ def _compile(name: str, lower):
     return compiled, time.perf_counter() - start
 
 
-def _report(name: str, shapes: str, compiled, seconds: float, resident: int) -> StepReport:
+def step_report(name: str, shapes: str, compiled, seconds: float, resident: int) -> StepReport:
+    """A compiled program's memory per device as its compiler reports it (`resident`: other arrays kept alongside)."""
     stats = compiled.memory_analysis()
     if stats is None:
         return StepReport(name, shapes, seconds, None, None, None, None, resident)

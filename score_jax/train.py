@@ -93,7 +93,7 @@ def stage_at(schedule: list[tuple[str, int]], step: int) -> tuple[str, int, int]
 @dataclasses.dataclass
 class RunResult:
     eval_metrics: dict[str, float]  # final greedy evaluation on the eval split (empty if preempted)
-    state: Any  # final TrainState (None when the run was already finished)
+    state: Any  # final TrainState (None when the run was already finished; under LoRA its params are the adapters)
     history: list[dict[str, float]]  # per-step training metrics of this process's run
     preempted: bool = False  # stopped by SIGTERM after saving; rerun to resume
     finished_before: bool = False  # the run had finished already: nothing trained, eval.json read back

@@ -44,6 +44,18 @@ def test_reports_each_program_and_its_memory_per_device(report):
     assert all(name in table for name in ("train_step", "prefill", "decode", "peak/device"))
 
 
+def test_lora_compiles_the_adapter_programs(report):
+    config = tiny_config()
+    config.model.lora.rank = 4
+    lora = compile_check.check(config, jax.devices()[:8])
+    assert [s.name for s in lora.steps] == ["train_step", "prefill", "decode"]
+    assert "LoRA rank 4, alpha 16 on q,k,v,o,gate,up,down" in lora.table()
+    assert "every weight" in report.table()
+    # One copy of the base (it is the reference) and Adam over the adapters only.
+    assert lora.steps[0].argument_bytes < 0.6 * report.steps[0].argument_bytes
+    assert lora.steps[1].resident_bytes < 0.1 * report.steps[1].resident_bytes
+
+
 def test_a_program_over_the_memory_limit_fails_with_the_numbers(report):
     compile_check.enforce_limit(report)  # no limit known on CPU: nothing to enforce
     with pytest.raises(
