@@ -22,8 +22,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from score_jax import evaluate, inference_scaling, offline_attempts, run_setup, train
+from score_jax import demo_methods, evaluate, inference_scaling, offline_attempts, run_setup, train
 from score_jax.episodes import EpisodeSampler
+from score_jax.rl import train_step as step_lib
 
 
 def _examples(setup, n: int) -> list[dict]:
@@ -84,16 +85,14 @@ def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, 
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    from score_jax import demo
-
     demo_cfg = config.demo
-    probe_config = demo.method_config(config, demo.METHODS[demo.BASE], demo_cfg.base_seed)
+    probe_config = demo_methods.method_config(config, demo_methods.METHODS[demo_methods.BASE], demo_cfg.base_seed)
     base_metrics, records = evaluate.evaluate(setup, base_params, probe_config)
     log(f"properties: base model Acc@t1={base_metrics['acc_t1']:.3f} Acc@t2={base_metrics['acc_t2']:.3f}")
     props: dict[str, Any] = {"base": base_metrics, "base_discrimination": discrimination(records, setup.task.answer)}
     # The first-attempt ceiling: single-turn RL for ceiling_factor times the methods' budget.
     n = demo_cfg.ceiling_factor * (demo_cfg.stage1_steps + demo_cfg.stage2_steps)
-    ceiling_config = demo.method_config(config, demo.METHODS["single-turn RL"], demo_cfg.base_seed)
+    ceiling_config = demo_methods.method_config(config, demo_methods.METHODS["single-turn RL"], demo_cfg.base_seed)
     ceiling_config.rl.schedule = f"single_turn:{n}"
     ceiling_config.eval.every_steps = max(n // 6, 1)
     policy, reference = run_setup.policy_and_reference(base_params, ceiling_config.model.reference_dtype)
@@ -109,11 +108,11 @@ def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, 
     ceiling_params = (
         result.state.params
         if result.state is not None
-        else demo._restore_params(
+        else demo_methods.restore_params(
             run_setup.checkpoint_dir(ceiling_config, ceiling_dir), base_params, run_setup.optimizer(ceiling_config)
         )
     )
-    history = demo.eval_history(ceiling_dir)
+    history = demo_methods.eval_history(ceiling_dir)
     props["ceiling_history"] = [{"step": h["step"], "acc_t1": h["eval/acc_t1"]} for h in history]
     props["ceiling"] = result.eval_metrics
     props["ceiling_steps"] = n
@@ -154,10 +153,10 @@ def pair_sft_shift(config, setup, base_params, run_dir: str, examples: list[dict
     """Pair-SFT's distribution shift over its training (the paper's Fig. 4): at each kept
     checkpoint, the rate at which the policy corrects (a) the base model's fixed wrong first
     attempts and (b) its own wrong first attempts, both greedy."""
-    from score_jax import demo, sft
+    from score_jax import sft
     from score_jax.checkpoints import manager as ckpt_lib
 
-    c = demo.method_config(config, demo.METHODS["Pair-SFT"], seed)
+    c = demo_methods.method_config(config, demo_methods.METHODS["Pair-SFT"], seed)
     task = setup.task
     turns = [task.eval_preset.first_turn(ex) for ex in examples]
     instruction = task.eval_preset.correction_instruction
@@ -179,7 +178,7 @@ def pair_sft_shift(config, setup, base_params, run_dir: str, examples: list[dict
     points = [{"step": 0, **rates(base_params)}]
     checkpoint_dir = os.path.join(run_dir, "sft", "checkpoints")
     tx = sft.optimizer_from_config(c, c.sft.steps)
-    abstract = ckpt_lib.abstract_like(demo.step_lib.init_train_state(base_params, tx))
+    abstract = ckpt_lib.abstract_like(step_lib.init_train_state(base_params, tx))
     steps = sorted(int(d) for d in os.listdir(checkpoint_dir) if d.isdigit()) if os.path.isdir(checkpoint_dir) else []
     for step in steps:
         params = ckpt_lib.restore_from_path(checkpoint_dir, abstract, step=step)[1].params
@@ -190,13 +189,11 @@ def pair_sft_shift(config, setup, base_params, run_dir: str, examples: list[dict
 def method_probes(config, setup, base_params):
     """`on_trained` for `score_jax.demo.run_seed`: adds transcripts, and Pair-SFT's shift and
     SCoRe's inference-time scaling, to a method's record."""
-    from score_jax import demo
-
     demo_cfg = config.demo
     examples = _examples(setup, demo_cfg.probe_problems)
 
     def on_trained(method, params, record, run_dir):
-        c = demo.method_config(config, method, 0)
+        c = demo_methods.method_config(config, method, 0)
         if method.kind == "self_refine":
             path = os.path.join(run_dir, "self_refine_records.jsonl")
             with open(path, encoding="utf-8") as f:
