@@ -95,8 +95,6 @@ def main(argv):
     from etils import epath
 
     from score_jax import cli
-    from score_jax.checkpoints import manager as ckpt_lib
-    from score_jax.rl import train_step as step_lib
 
     def log(line):
         if jax.process_index() == 0:
@@ -119,9 +117,7 @@ def main(argv):
     params = setup.params
     path = flags.FLAGS.checkpoint or run_setup.checkpoint_dir(config, workdir)
     if epath.Path(path).is_dir() and any(epath.Path(path).iterdir()):
-        state = step_lib.init_train_state(params, run_setup.optimizer(config))
-        step, state, _ = ckpt_lib.restore_from_path(path, ckpt_lib.abstract_like(state))
-        params = state.params
+        step, params, _ = run_setup.restore_policy(config, setup.model_config, setup.params, path)
         log(f"evaluating checkpoint step {step} from {path}")
     elif flags.FLAGS.checkpoint:
         raise SystemExit(f"--checkpoint={path} does not exist")

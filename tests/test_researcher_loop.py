@@ -157,11 +157,6 @@ def test_export_of_a_scan_layers_run_reloads_in_transformers(tmp_path):
         assert all(stat.S_IMODE(os.stat(os.path.join(root, f)).st_mode) == 0o644 for f in files)
 
 
-def test_export_says_there_is_no_peft_yet(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match="no LoRA adapters"):
-        export.export(str(tmp_path), str(tmp_path / "out"), fmt="peft")
-
-
 # ---------------------------------------------------------------------------------------------
 # Strict training rewards (the truncation rule: test_only_strict_rewards_take_truncated_attempts_to_zero).
 
