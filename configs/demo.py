@@ -27,24 +27,13 @@ import ml_collections
 
 from score_jax import config as config_lib
 from score_jax.config import base_config
+from score_jax.demo_methods import METHODS
 
 _OPTIONS = ("study", "validation", "tiny")
 
 # The quick demo's rows, and the study's (the paper's Tables 2 and 4, base model first).
 DEMO_METHODS = ("base model", "naive multi-turn RL", "SCoRe")
-STUDY_METHODS = (
-    "base model",
-    "Self-Refine",
-    "STaR",
-    "Pair-SFT",
-    "single-turn RL",
-    "naive multi-turn RL",
-    "multi-turn RL (per-attempt rewards)",
-    "SCoRe w/o Stage I",
-    "SCoRe w/o shaping",
-    "SCoRe w/ STaR in Stage II",
-    "SCoRe",
-)
+STUDY_METHODS = tuple(METHODS)  # every row of score_jax.demo_methods.METHODS, in its order
 
 
 def get_config(options: str = ""):

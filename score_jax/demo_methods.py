@@ -48,6 +48,19 @@ METHODS = {
 }
 
 
+# The paper's Table 2 (baselines) and Table 4 (ablations), as rows of the study.
+TABLE_BASELINES = (BASE, "Self-Refine", "STaR", "Pair-SFT", "SCoRe")
+TABLE_ABLATIONS = (
+    "single-turn RL",
+    "naive multi-turn RL",
+    "multi-turn RL (per-attempt rewards)",
+    "SCoRe w/o Stage I",
+    "SCoRe w/o shaping",
+    "SCoRe w/ STaR in Stage II",
+    "SCoRe",
+)
+
+
 def slug(name: str) -> str:
     """A method's directory name: 'SCoRe w/o Stage I' -> 'score_wo_stage_i'."""
     keep = "".join(ch if ch.isalnum() else " " for ch in name.lower().replace("w/o", "wo").replace("w/", "w"))

@@ -16,19 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from score_jax import metrics
+from score_jax.demo_methods import TABLE_ABLATIONS, TABLE_BASELINES
 
 COLUMNS = metrics.TABLE_COLUMNS + ("edit_distance_ratio",)
-# The paper's Table 2 (baselines) and Table 4 (ablations), as rows of the study.
-TABLE_BASELINES = ("base model", "Self-Refine", "STaR", "Pair-SFT", "SCoRe")
-TABLE_ABLATIONS = (
-    "single-turn RL",
-    "naive multi-turn RL",
-    "multi-turn RL (per-attempt rewards)",
-    "SCoRe w/o Stage I",
-    "SCoRe w/o shaping",
-    "SCoRe w/ STaR in Stage II",
-    "SCoRe",
-)
 # Two-sided 97.5% quantiles of Student's t by degrees of freedom (n - 1 seeds); normal beyond 30.
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -140,6 +130,14 @@ def _mean_curve(per_seed, name: str, key: str) -> tuple[list[int], list[float]]:
     return steps, [float(np.mean([h[i][key] for h in histories])) for i in range(length)]
 
 
+def _finish(fig, ax, path: str) -> None:
+    """Grid, legend, layout and save to `path`: the common end of the one-panel plots."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def _plt():
     import matplotlib
 
@@ -192,10 +190,7 @@ def plot_shift(per_seed, path: str) -> bool:
     ax.set_xlabel("Pair-SFT update")
     ax.set_ylabel("fraction of wrong first attempts corrected")
     ax.set_title("Pair-SFT: distribution shift")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _finish(fig, ax, path)
     plt.close(fig)
     return True
 
@@ -221,10 +216,7 @@ def plot_scaling(per_seed, methods, path: str) -> bool:
     ax.set_xlabel("samples per problem (K)")
     ax.set_ylabel("majority-vote accuracy")
     ax.set_title("Inference-time scaling, temperature 0.7")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _finish(fig, ax, path)
     plt.close(fig)
     return True
 
