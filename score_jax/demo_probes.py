@@ -24,6 +24,7 @@ import numpy as np
 
 from score_jax import demo_methods, evaluate, inference_scaling, offline_attempts, run_setup, train
 from score_jax.episodes import EpisodeSampler
+from score_jax.rewards import pair_sum
 from score_jax.rl import train_step as step_lib
 
 
@@ -47,6 +48,28 @@ def discrimination(records: list[dict], answer) -> dict[str, float]:
     return {
         "p_change_given_right": float(changed[right].mean()) if right.any() else float("nan"),
         "p_change_given_wrong": float(changed[~right].mean()) if (~right).any() else float("nan"),
+    }
+
+
+def visible_errors(records: list[dict], examples: list[dict]) -> dict[str, float]:
+    """Whether checking is cheap for this model: the share of its greedy first attempts that write
+    their pair's true sum ("a+b=s" with s = a + b), and the share of its wrong first attempts whose
+    written sum differs from the target, so that the error shows in the text. A model that copies
+    the target after "=" hides its errors, and a second attempt cannot check anything."""
+    true_sum = visible = parsed_wrong = parsed = 0
+    for record, example in zip(records, examples):
+        answer = pair_sum.parse_answer(record["attempt1"])
+        if answer is None:
+            continue
+        a, b, s = answer
+        parsed += 1
+        true_sum += a + b == s
+        if not record["correct1"]:
+            parsed_wrong += 1
+            visible += s != pair_sum.parse_problem(example["problem"])[1]
+    return {
+        "writes_true_sum": true_sum / parsed if parsed else float("nan"),
+        "wrong_visibly_wrong": visible / parsed_wrong if parsed_wrong else float("nan"),
     }
 
 
@@ -89,7 +112,11 @@ def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, 
     probe_config = demo_methods.method_config(config, demo_methods.METHODS[demo_methods.BASE], demo_cfg.base_seed)
     base_metrics, records = evaluate.evaluate(setup, base_params, probe_config)
     log(f"properties: base model Acc@t1={base_metrics['acc_t1']:.3f} Acc@t2={base_metrics['acc_t2']:.3f}")
-    props: dict[str, Any] = {"base": base_metrics, "base_discrimination": discrimination(records, setup.task.answer)}
+    props: dict[str, Any] = {
+        "base": base_metrics,
+        "base_discrimination": discrimination(records, setup.task.answer),
+        "base_visible_errors": visible_errors(records, _examples(setup, len(records))),
+    }
     # The first-attempt ceiling: single-turn RL for ceiling_factor times the methods' budget.
     n = demo_cfg.ceiling_factor * (demo_cfg.stage1_steps + demo_cfg.stage2_steps)
     ceiling_config = demo_methods.method_config(config, demo_methods.METHODS["single-turn RL"], demo_cfg.base_seed)

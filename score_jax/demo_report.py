@@ -221,6 +221,18 @@ def plot_scaling(per_seed, methods, path: str) -> bool:
     return True
 
 
+def _visible_errors_line(props: dict) -> list[str]:
+    """Whether the base model's errors show in its text (absent from reports written before it)."""
+    seen = props.get("base_visible_errors")
+    if seen is None:
+        return []
+    return [
+        f"- Is checking cheap for it? {100 * seen['writes_true_sum']:.1f}% of its first attempts write their "
+        f"pair's true sum, and {100 * seen['wrong_visibly_wrong']:.1f}% of its wrong ones write a sum that "
+        "differs from the target (the error is in plain sight)."
+    ]
+
+
 def _properties_section(props: dict) -> str:
     base, disc = props["base"], props["base_discrimination"]
     retry = props["check_then_retry"]
@@ -236,6 +248,7 @@ def _properties_section(props: dict) -> str:
         "- Can the base model tell its wrong first answers from its right ones? It changes "
         f"{100 * disc['p_change_given_wrong']:.1f}% of its wrong ones and "
         f"{100 * disc['p_change_given_right']:.1f}% of its right ones.",
+        *_visible_errors_line(props),
         f"- First-attempt ceiling: single-turn RL for {props.get('ceiling_steps', '?')} steps reaches Acc@t1 "
         f"{100 * ceiling['acc_t1']:.1f} (evaluations by step: {curve}).",
         '- "Check, then retry when wrong" (exact check, retry with the most frequent other sampled answer): '

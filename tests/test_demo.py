@@ -120,6 +120,21 @@ def test_habit_traces_second_guess_by_target_and_write_true_sums():
     assert np.mean(changed[True]) == 1.0 and np.mean(changed[False]) == 0.0
 
 
+def test_visible_errors_tells_written_true_sums_from_copied_targets():
+    from score_jax import demo_probes
+
+    examples = [{"problem": "3 5 9 12 20 to 17"}] * 4
+    records = [
+        {"attempt1": "5+12=17", "correct1": True},  # right
+        {"attempt1": "3+12=15", "correct1": False},  # wrong, and its sum shows it
+        {"attempt1": "3+12=17", "correct1": False},  # wrong, hidden: the target copied after "="
+        {"attempt1": "no answer", "correct1": False},  # not an answer: not counted
+    ]
+    seen = demo_probes.visible_errors(records, examples)
+    assert seen["writes_true_sum"] == pytest.approx(2 / 3)
+    assert seen["wrong_visibly_wrong"] == pytest.approx(1 / 2)
+
+
 def test_study_budgets_are_equal_across_methods():
     config = demo_config("study")
     d = config.demo

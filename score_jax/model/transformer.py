@@ -265,7 +265,10 @@ class Attention(nn.Module):
     def _output(self, out: Array, wo: Array) -> Array:
         """The output projection [B, T, H, D] -> [B, T, E] (and its adapter)."""
         delta = _lora_delta(self, "o", out, ("heads", "head_dim"), (self.config.d_model,), ("embed",), self.config)
-        return jnp.einsum("bthd,hde->bte", out, wo) + delta
+        # One [B, T, H*D] x [H*D, E] product: both reshapes are free (row-major), while contracting
+        # (h, d) in an einsum made XLA:CPU copy a transposed wo on every decode step.
+        b, t, h, d = out.shape
+        return (out.reshape(b, t, h * d) @ wo.reshape(h * d, -1)) + delta
 
 
 class MLP(nn.Module):
