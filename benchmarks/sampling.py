@@ -15,7 +15,8 @@ attempt 2 continuing on the cache (episode_s_cache_reuse) or re-encoding the who
 (episode_s_reprefill). Timings exclude compilation (one warm-up call each) and include the
 prefill; decode_tok_s times the decode loop alone. The decode roofline (weights + KV cache bytes
 read per step over the memory bandwidth measured beside them, the best of two measurements) is
-reported with decode_roofline_fraction = decode_tok_s / roofline, and on a known accelerator the
+reported with decode_roofline_fraction = decode_tok_s / roofline (tokens_sha256: a digest of the
+greedy tokens, to check a speed change across commits left them alone), and on a known accelerator the
 fraction of its nominal memory bandwidth that the decode rate implies (`hbm_fraction`). Any model preset
 name works in --configs (random weights of that shape). The last line printed is one JSON object.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import multiprocessing
 import time
@@ -219,6 +221,9 @@ def bench(
         assert gen.lengths.min() == new_tokens
 
     out["score_jax_tok_s"] = batch * new_tokens / _timed(generate, repeats=repeats + 1)
+    # The greedy tokens' digest: equal across commits means a speed change left the output alone.
+    tokens = np.asarray(sampler.generate(params, prompts.tolist(), settings, jax.random.key(0)).tokens)
+    out["tokens_sha256"] = hashlib.sha256(tokens.astype(np.int32).tobytes()).hexdigest()[:16]
     out["decode_tok_s"] = batch * new_tokens / _decode_seconds(sampler, params, prompts, settings, repeats + 1)
 
     steps = min(no_cache_steps, new_tokens)

@@ -76,6 +76,19 @@ def test_greedy_episodes_equal_the_static_samplers(params, num_attempts, mesh):
         assert pool.last_stats["useful_slots"] == want.lengths.sum()
 
 
+def test_windowed_decode_gives_the_same_episodes(params):
+    """Decode calls that attend to the first w cache slots (attention_block: one compiled call per
+    window) give the episodes of whole-cache attention, with refills; windows of 16 slots are
+    shorter than some prompts and longer than others."""
+    block = 16
+    want = SlotEpisodeSampler(CONFIG, TOK, TEMPLATE, GREEDY, refill_chunk=8).sample(
+        params, PROBLEMS, FIX, rng=jax.random.key(2), num_samples=2, num_attempts=2, batches=2
+    )
+    windowed = SlotEpisodeSampler(CONFIG, TOK, TEMPLATE, GREEDY.replace(attention_block=block), refill_chunk=8)
+    got = windowed.sample(params, PROBLEMS, FIX, rng=jax.random.key(2), num_samples=2, num_attempts=2, batches=2)
+    assert_same_episodes(got, want)
+
+
 def test_long_prompt_is_fed_in_chunks_beside_decoding_slots(params):
     """A prompt of ~55 tokens through a 4-token refill chunk, into a slot freed while others decode."""
     problems = ["hi", "x" * 30 + " what now?", "Q: 7*6?"]
