@@ -51,7 +51,9 @@ def train_base_model(config, setup, workdir: str, log: Callable[[str], None]) ->
         log("base model: read back from a previous run")
         ckpt.close()
         return restored[1]
-    habits = habit_traces.Habits(first_wrong=demo.first_wrong, revise_digits=tuple(demo.revise_digits))
+    habits = habit_traces.Habits(
+        first_wrong=demo.first_wrong, revise_digits=tuple(demo.revise_digits), revision=demo.revision
+    )
     traces = habit_traces.make_traces(
         setup.task.train,
         habits,

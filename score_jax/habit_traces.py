@@ -8,11 +8,18 @@ answers from its wrong ones, and second-guesses both. The traces reproduce that 
 * Attempt 1 names the answer, except with probability `first_wrong` a near miss: one number of
   the right pair with another number of the list (what a slip in the search looks like).
 * Attempt 2 repeats attempt 1, except on problems whose target ends in one of `revise_digits`,
-  where it "second-guesses": it keeps attempt 1's first number and swaps the second for the next
-  number of the list (the next after it, cyclically, skipping the first). That swap breaks every
-  right answer and fixes a near miss only when the swapped-in number happens to be the partner,
-  so the base model's greedy second attempt shows c->i well above i->c. The rule depends on what
-  the model can see (the target and its own first answer), so greedy decoding follows it.
+  where it revises, in one of two ways (`revision`):
+  - "next" (second-guessing): it keeps attempt 1's first number and swaps the second for the
+    next number of the list (the next after it, cyclically, skipping the first). That swap breaks
+    every right answer and fixes a near miss only when the swapped-in number happens to be the
+    partner, so the base model's greedy second attempt shows c->i well above i->c, and almost
+    never fixes anything.
+  - "research" (searching again): it names another pair than attempt 1's, found by a fresh
+    search that succeeds as often as attempt 1's (1 - `first_wrong`) and otherwise is a near
+    miss. Another pair than a right one is always wrong, so right answers still break, but wrong
+    ones get fixed too (the paper's base model fixes about a tenth of its wrong answers).
+  The rule depends on what the model can see (the target and its own first answer), so greedy
+  decoding follows it.
 
 Every attempt writes its pair's true sum ("27+8=35"), so a wrong pair is visibly wrong against the
 target: checking is cheap, and it is up to RL to teach the model to use it.
@@ -34,7 +41,15 @@ class Habits:
     """The base model's habits; see the module docstring."""
 
     first_wrong: float = 0.2  # attempt 1 is a near miss with this probability
-    revise_digits: tuple[int, ...] = (1, 4, 7)  # attempt 2 second-guesses when the target ends in one
+    revise_digits: tuple[int, ...] = (1, 4, 7)  # attempt 2 revises when the target ends in one
+    revision: str = "next"  # how attempt 2 revises: "next" (second-guess) or "research" (search again)
+
+    def __post_init__(self):
+        if self.revision not in REVISIONS:
+            raise ValueError(f"revision={self.revision!r}: choose one of {REVISIONS}")
+
+
+REVISIONS = ("next", "research")
 
 
 def answer_pair(example: dict[str, Any]) -> tuple[int, int]:
@@ -64,6 +79,19 @@ def second_guess(numbers: Sequence[int], pair: tuple[int, int]) -> tuple[int, in
     raise ValueError(f"no other number to swap in: {numbers}")
 
 
+def search_again(
+    numbers: Sequence[int], first: tuple[int, int], right: tuple[int, int], habits: Habits, rng: np.random.Generator
+) -> tuple[int, int]:
+    """Another pair than `first`: the right one when `first` is not it and a fresh search succeeds
+    (probability 1 - first_wrong), else a near miss other than `first`."""
+    if first != right and rng.random() >= habits.first_wrong:
+        return right
+    while True:
+        candidate = near_miss(numbers, right, rng)
+        if candidate != first:
+            return candidate
+
+
 def revises(target: int, habits: Habits) -> bool:
     """Whether the base model second-guesses its first answer on a problem with this target."""
     return target % 10 in habits.revise_digits
@@ -74,7 +102,12 @@ def attempts(example: dict[str, Any], habits: Habits, rng: np.random.Generator) 
     numbers, target = pair_sum.parse_problem(example["problem"])
     right = answer_pair(example)
     first = near_miss(numbers, right, rng) if rng.random() < habits.first_wrong else right
-    second = second_guess(numbers, first) if revises(target, habits) else first
+    if not revises(target, habits):
+        second = first
+    elif habits.revision == "next":
+        second = second_guess(numbers, first)
+    else:
+        second = search_again(numbers, first, right, habits, rng)
     return pair_sum.format_answer(*first), pair_sum.format_answer(*second)
 
 

@@ -120,6 +120,28 @@ def test_habit_traces_second_guess_by_target_and_write_true_sums():
     assert np.mean(changed[True]) == 1.0 and np.mean(changed[False]) == 0.0
 
 
+def test_research_revision_fixes_wrong_answers_and_breaks_right_ones():
+    problems = pair_sum_data.generate_pair_sum(600)
+    habits = habit_traces.Habits(first_wrong=0.3, revise_digits=(1, 4, 7), revision="research")
+    rng = np.random.default_rng(0)
+    fixed, broken = [], []
+    for ex in problems:
+        numbers, target = pair_sum.parse_problem(ex["problem"])
+        first, second = habit_traces.attempts(ex, habits, rng)
+        if not habit_traces.revises(target, habits):
+            assert second == first
+            continue
+        assert pair_sum.answer_key(second) != pair_sum.answer_key(first)  # always another pair
+        a, b, s = pair_sum.parse_answer(second)
+        assert a + b == s and a in numbers and b in numbers and a != b
+        right1, right2 = (pair_sum.check_pair_sum_answer(ex, t) for t in (first, second))
+        (broken if right1 else fixed).append(right2 if not right1 else not right2)
+    assert np.mean(broken) == 1.0  # another pair than the right one is wrong
+    assert 0.55 < np.mean(fixed) < 0.85  # a fresh search succeeds 1 - first_wrong = 0.7 of the time
+    with pytest.raises(ValueError, match="revision"):
+        habit_traces.Habits(revision="sometimes")
+
+
 def test_visible_errors_tells_written_true_sums_from_copied_targets():
     from score_jax import demo_probes
 
