@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,8 +41,20 @@ def worker(args) -> None:
     print(json.dumps({"steps": [h["step"] for h in result.history]}))
 
 
+def _trained_steps(stdout: str) -> list[int]:
+    """The steps the worker reports having logged (its last stdout line), [] if none."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            return list(json.loads(line).get("steps", []))
+        except (ValueError, AttributeError):
+            continue
+    return []
+
+
 def one_run(args, shape: str, index: int, env: dict, scratch: str) -> dict:
     workdir = os.path.join(scratch, f"run_{shape.replace(',', 'x')}_{index}")
+    # A fresh run every time: a finished workdir would make train.run say "finished" and train nothing.
+    shutil.rmtree(workdir, ignore_errors=True)
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -55,19 +68,23 @@ def one_run(args, shape: str, index: int, env: dict, scratch: str) -> dict:
     with subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         CHILDREN.append(p)
         try:
-            _, stderr = p.communicate(timeout=args.timeout)
+            stdout, stderr = p.communicate(timeout=args.timeout)
             rc = p.returncode
         except subprocess.TimeoutExpired:
             p.kill()
-            _, stderr = p.communicate()
+            stdout, stderr = p.communicate()
             rc = "timeout"
         CHILDREN.remove(p)
     wall = time.perf_counter() - start
     aborted = rc in (134, -6) or "Termination timeout" in stderr
+    steps = _trained_steps(stdout)
+    if rc == 0 and not steps:
+        rc = "trained nothing"
     record = {
         "shape": shape,
         "run": index,
         "rc": rc,
+        "steps": steps,
         "aborted": aborted,
         "stuck_warnings": stderr.count("may be stuck"),
         "unstuck": stderr.count("is unstuck"),
