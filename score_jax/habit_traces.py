@@ -16,8 +16,9 @@ answers from its wrong ones, and second-guesses both. The traces reproduce that 
     never fixes anything.
   - "research" (searching again): it names another pair than attempt 1's, found by a fresh
     search that succeeds as often as attempt 1's (1 - `first_wrong`) and otherwise is a near
-    miss. Another pair than a right one is always wrong, so right answers still break, but wrong
-    ones get fixed too (the paper's base model fixes about a tenth of its wrong answers).
+    miss. Another pair than a right one is always wrong, so right answers still break, but in the
+    traces wrong ones get fixed too. (A model trained on them need not inherit that: its second
+    search tends to fail where its first did; docs/study.md, the last section.)
   The rule depends on what the model can see (the target and its own first answer), so greedy
   decoding follows it.
 
@@ -93,7 +94,7 @@ def search_again(
 
 
 def revises(target: int, habits: Habits) -> bool:
-    """Whether the base model second-guesses its first answer on a problem with this target."""
+    """Whether the base model revises its first answer on a problem with this target."""
     return target % 10 in habits.revise_digits
 
 

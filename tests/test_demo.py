@@ -135,7 +135,10 @@ def test_research_revision_fixes_wrong_answers_and_breaks_right_ones():
         a, b, s = pair_sum.parse_answer(second)
         assert a + b == s and a in numbers and b in numbers and a != b
         right1, right2 = (pair_sum.check_pair_sum_answer(ex, t) for t in (first, second))
-        (broken if right1 else fixed).append(right2 if not right1 else not right2)
+        if right1:
+            broken.append(not right2)
+        else:
+            fixed.append(right2)
     assert np.mean(broken) == 1.0  # another pair than the right one is wrong
     assert 0.55 < np.mean(fixed) < 0.85  # a fresh search succeeds 1 - first_wrong = 0.7 of the time
     with pytest.raises(ValueError, match="revision"):

@@ -78,8 +78,8 @@ def test_greedy_episodes_equal_the_static_samplers(params, num_attempts, mesh):
 
 def test_windowed_decode_gives_the_same_episodes(params):
     """Decode calls that attend to the first w cache slots (attention_block: one compiled call per
-    window) give the episodes of whole-cache attention, with refills; windows of 16 slots are
-    shorter than some prompts and longer than others."""
+    window) give the episodes of whole-cache attention, with refills; with windows of 16 slots every
+    prompt (18-49 tokens) starts past the first window and rows cross window boundaries as they decode."""
     block = 16
     want = SlotEpisodeSampler(CONFIG, TOK, TEMPLATE, GREEDY, refill_chunk=8).sample(
         params, PROBLEMS, FIX, rng=jax.random.key(2), num_samples=2, num_attempts=2, batches=2
