@@ -40,19 +40,63 @@ from score_jax.checkpoints import manager as ckpt_lib
 from score_jax.demo_methods import BASE, METHODS, Method, eval_history, method_config, restore_params, seeds, slug
 
 
+# The config fields that make the base model: a base read back from a workdir must have been made
+# with the same values (the model's shape is checked by the restore itself).
+BASE_RECIPE_FIELDS = (
+    "demo.first_wrong",
+    "demo.revise_digits",
+    "demo.revision",
+    "demo.complement_rate",
+    "demo.traces_per_problem",
+    "demo.sft_steps",
+    "demo.sft_batch_size",
+    "demo.sft_learning_rate",
+    "demo.base_seed",
+    "data.synthetic_difficulty",
+    "data.synthetic_size",
+    "data.validation_size",
+)
+
+
+def base_recipe(config) -> dict[str, Any]:
+    """{field: value} of `BASE_RECIPE_FIELDS` (tuples as lists, as JSON stores them)."""
+    recipe = {}
+    for field in BASE_RECIPE_FIELDS:
+        value = config
+        for part in field.split("."):
+            value = value[part]
+        recipe[field] = list(value) if isinstance(value, tuple) else value
+    return recipe
+
+
 def train_base_model(config, setup, workdir: str, log: Callable[[str], None]) -> Any:
     """The shared base model: supervised on habit traces (read back from ``base/`` when a previous
-    run finished it)."""
+    run finished it with the same recipe; a different recipe is refused, naming the fields)."""
     demo = config.demo
     base_dir = os.path.join(workdir, "base")
+    recipe = base_recipe(config)
     ckpt = ckpt_lib.Checkpointer(base_dir, max_to_keep=1, async_save=False)
     restored = ckpt.restore_latest(ckpt_lib.abstract_like(setup.params))
     if restored is not None:
-        log("base model: read back from a previous run")
         ckpt.close()
+        saved = restored[2].get("recipe")
+        if saved is None:
+            log("base model: read back from a previous run (made before recipes were recorded: not checked)")
+            return restored[1]
+        changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k) != v}
+        if changed:
+            listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"The base model in {base_dir} was made with a different recipe ({listed}). "
+                "Use a fresh --workdir, or the recipe it was made with."
+            )
+        log("base model: read back from a previous run")
         return restored[1]
     habits = habit_traces.Habits(
-        first_wrong=demo.first_wrong, revise_digits=tuple(demo.revise_digits), revision=demo.revision
+        first_wrong=demo.first_wrong,
+        revise_digits=tuple(demo.revise_digits),
+        revision=demo.revision,
+        complement_rate=demo.complement_rate,
     )
     traces = habit_traces.make_traces(
         setup.task.train,
@@ -73,7 +117,7 @@ def train_base_model(config, setup, workdir: str, log: Callable[[str], None]) ->
     tx = sft.warmup_cosine_adamw(demo.sft_learning_rate, demo.sft_steps)
     log(f"base model: supervised on {len(traces)} habit traces for {demo.sft_steps} steps")
     params = sft.fit(setup, packed, None, settings, tx=tx, label="base model SFT").params
-    ckpt.save(0, params, {"traces": len(traces)}, force=True)
+    ckpt.save(0, params, {"traces": len(traces), "recipe": recipe}, force=True)
     ckpt.close()
     return params
 

@@ -21,6 +21,14 @@ answers from its wrong ones, and second-guesses both. The traces reproduce that 
     search tends to fail where its first did; docs/study.md, the last section.)
   The rule depends on what the model can see (the target and its own first answer), so greedy
   decoding follows it.
+* With probability `complement_rate`, on any problem, attempt 2 instead keeps the number of
+  attempt 1 that belongs to the answer and pairs it with its complement, the target minus it
+  (written first, then the complement: "8+27=35"). That fixes every near miss and leaves a right
+  answer as it was. It is a minority habit: greedy decoding follows the rule above, but at the
+  temperature RL samples at, the base model sometimes fixes its own wrong answers, as real LLMs
+  occasionally do; the skill it needs (pick the number whose complement is in the list, subtract)
+  is cheap and learnable once the written sum shows the answer is wrong. RL can find and
+  strengthen it, or learn to stop revising (docs/study.md, "The second design").
 
 Every attempt writes its pair's true sum ("27+8=35"), so a wrong pair is visibly wrong against the
 target: checking is cheap, and it is up to RL to teach the model to use it.
@@ -44,10 +52,13 @@ class Habits:
     first_wrong: float = 0.2  # attempt 1 is a near miss with this probability
     revise_digits: tuple[int, ...] = (1, 4, 7)  # attempt 2 revises when the target ends in one
     revision: str = "next"  # how attempt 2 revises: "next" (second-guess) or "research" (search again)
+    complement_rate: float = 0.0  # attempt 2 completes attempt 1's right number with this probability
 
     def __post_init__(self):
         if self.revision not in REVISIONS:
             raise ValueError(f"revision={self.revision!r}: choose one of {REVISIONS}")
+        if not 0.0 <= self.complement_rate <= 1.0:
+            raise ValueError(f"complement_rate={self.complement_rate} must be a probability in [0, 1]")
 
 
 REVISIONS = ("next", "research")
@@ -93,6 +104,15 @@ def search_again(
             return candidate
 
 
+def complete(first: tuple[int, int], right: tuple[int, int], target: int) -> tuple[int, int]:
+    """The number of `first` that belongs to the answer `right`, then its complement (`target`
+    minus it): the answer, when `first` shares a number with it (a near miss or the answer itself)."""
+    kept = first[0] if first[0] in right else first[1]
+    if kept not in right:
+        raise ValueError(f"{first} shares no number with the answer {right}")
+    return kept, target - kept
+
+
 def revises(target: int, habits: Habits) -> bool:
     """Whether the base model revises its first answer on a problem with this target."""
     return target % 10 in habits.revise_digits
@@ -103,7 +123,9 @@ def attempts(example: dict[str, Any], habits: Habits, rng: np.random.Generator) 
     numbers, target = pair_sum.parse_problem(example["problem"])
     right = answer_pair(example)
     first = near_miss(numbers, right, rng) if rng.random() < habits.first_wrong else right
-    if not revises(target, habits):
+    if rng.random() < habits.complement_rate:
+        second = complete(first, right, target)
+    elif not revises(target, habits):
         second = first
     elif habits.revision == "next":
         second = second_guess(numbers, first)

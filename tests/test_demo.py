@@ -3,6 +3,7 @@
 import importlib.util
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
@@ -30,6 +31,20 @@ def test_shrunken_demo_writes_the_report(tmp_path):
         assert set(row) >= {"acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "answer_changed"}
         assert abs(row["delta"] - (row["delta_i2c"] - row["delta_c2i"])) < 2e-3
     assert (tmp_path / "acc_over_training.png").stat().st_size > 1000
+
+
+def test_a_base_model_made_with_another_recipe_is_refused(tmp_path):
+    config = demo_config("tiny")
+    config.demo.sft_steps = 2
+    setup = demo.build(config, str(tmp_path))
+    made = demo.train_base_model(config, setup, str(tmp_path), print)
+    again = demo.train_base_model(config, setup, str(tmp_path), print)  # the same recipe: read back
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(made), jax.tree.leaves(again)))
+    config.demo.complement_rate = 0.3
+    config.demo.revise_digits = (2,)
+    with pytest.raises(ValueError, match=r"demo\.complement_rate: 0\.0 there, 0\.3 now.*demo\.revise_digits"):
+        demo.train_base_model(config, setup, str(tmp_path), print)
+    assert (tmp_path / "base").is_dir()  # the saved base is left as it was
 
 
 @pytest.mark.slow
@@ -143,6 +158,37 @@ def test_research_revision_fixes_wrong_answers_and_breaks_right_ones():
     assert 0.55 < np.mean(fixed) < 0.85  # a fresh search succeeds 1 - first_wrong = 0.7 of the time
     with pytest.raises(ValueError, match="revision"):
         habit_traces.Habits(revision="sometimes")
+
+
+def test_complement_habit_fixes_near_misses_keeps_right_answers_and_is_a_minority():
+    problems = pair_sum_data.generate_pair_sum(2000)
+    habits = habit_traces.Habits(first_wrong=0.5, revise_digits=(1, 4, 7), complement_rate=0.2)
+    rng = np.random.default_rng(0)
+    outcomes = {"fixed": 0, "wrong_first": 0, "broken": 0, "right_first": 0}
+    for ex in problems:
+        numbers, target = pair_sum.parse_problem(ex["problem"])
+        first, second = habit_traces.attempts(ex, habits, rng)
+        right1, right2 = (pair_sum.check_pair_sum_answer(ex, t) for t in (first, second))
+        a, b, s = pair_sum.parse_answer(second)
+        assert a + b == s and a in numbers and b in numbers and a != b
+        if right1:
+            outcomes["right_first"] += 1
+            outcomes["broken"] += not right2
+        else:
+            outcomes["wrong_first"] += 1
+            outcomes["fixed"] += right2
+    # Only the complement fixes (the "next" swap fixes by chance, rarely), at about its rate...
+    fix_rate = outcomes["fixed"] / outcomes["wrong_first"]
+    assert 0.17 < fix_rate < 0.30
+    # ...and it never breaks: right answers break only by the second-guess rule (30% of targets,
+    # of the 80% of problems the complement leaves to the rule).
+    assert 0.17 < outcomes["broken"] / outcomes["right_first"] < 0.31
+    assert habit_traces.complete((3, 9), (9, 14), 23) == (9, 14)
+    assert habit_traces.complete((9, 14), (9, 14), 23) == (9, 14)
+    with pytest.raises(ValueError, match="shares no number"):
+        habit_traces.complete((3, 5), (9, 14), 23)
+    with pytest.raises(ValueError, match="complement_rate"):
+        habit_traces.Habits(complement_rate=1.5)
 
 
 def test_visible_errors_tells_written_true_sums_from_copied_targets():

@@ -1,8 +1,8 @@
 """The pair-sum task's text format and grader: which two numbers of a list add up to the target?
 
-A problem reads "13 5 27 8 31 2 to 35": six distinct numbers, exactly one pair of which sums to
+A problem reads "13 5 27 8 31 to 35": distinct numbers (five in the demo), exactly one pair of which sums to
 the target. An attempt answers with that pair and its sum, "27+8=35". Producing the answer is a
-search over the list's 15 pairs; checking a candidate is one addition and one comparison. That
+search over the list's pairs (10 of five numbers); checking a candidate is one addition and one comparison. That
 asymmetry is what gives a second attempt value at the optimum (`score_jax.data.pair_sum`).
 
 The grader is strict, because it is a training reward: the whole attempt must be one answer of
