@@ -39,7 +39,6 @@ from score_jax.baselines import collect
 from score_jax.checkpoints import manager as ckpt_lib
 from score_jax.demo_methods import BASE, METHODS, Method, eval_history, method_config, restore_params, seeds, slug
 
-
 # The config fields that make the base model: a base read back from a workdir must have been made
 # with the same values (the model's shape is checked by the restore itself).
 BASE_RECIPE_FIELDS = (
