@@ -18,7 +18,7 @@ answers from its wrong ones, and second-guesses both. The traces reproduce that 
     search that succeeds as often as attempt 1's (1 - `first_wrong`) and otherwise is a near
     miss. Another pair than a right one is always wrong, so right answers still break, but in the
     traces wrong ones get fixed too. (A model trained on them need not inherit that: its second
-    search tends to fail where its first did; docs/study.md, the last section.)
+    search tends to fail where its first did; docs/study_1.md, the last section.)
   The rule depends on what the model can see (the target and its own first answer), so greedy
   decoding follows it.
 * With probability `complement_rate`, on any problem, attempt 2 instead keeps the number of
@@ -28,7 +28,7 @@ answers from its wrong ones, and second-guesses both. The traces reproduce that 
   temperature RL samples at, the base model sometimes fixes its own wrong answers, as real LLMs
   occasionally do; the skill it needs (pick the number whose complement is in the list, subtract)
   is cheap and learnable once the written sum shows the answer is wrong. RL can find and
-  strengthen it, or learn to stop revising (docs/study.md, "The second design").
+  strengthen it, or learn to stop revising (docs/study.md).
 
 Every attempt writes its pair's true sum ("27+8=35"), so a wrong pair is visibly wrong against the
 target: checking is cheap, and it is up to RL to teach the model to use it.
