@@ -115,7 +115,7 @@ def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, 
     props: dict[str, Any] = {
         "base": base_metrics,
         "base_discrimination": discrimination(records, setup.task.answer),
-        "base_visible_errors": visible_errors(records, _examples(setup, len(records))),
+        "base_visible_errors": visible_errors(records, [setup.task.eval[r["index"]] for r in records]),
     }
     # The first-attempt ceiling: single-turn RL for ceiling_factor times the methods' budget.
     n = demo_cfg.ceiling_factor * (demo_cfg.stage1_steps + demo_cfg.stage2_steps)
