@@ -123,7 +123,8 @@ def attempts(example: dict[str, Any], habits: Habits, rng: np.random.Generator) 
     numbers, target = pair_sum.parse_problem(example["problem"])
     right = answer_pair(example)
     first = near_miss(numbers, right, rng) if rng.random() < habits.first_wrong else right
-    if rng.random() < habits.complement_rate:
+    # (No draw at rate 0: the traces of a base without the habit stay those of earlier versions.)
+    if habits.complement_rate > 0 and rng.random() < habits.complement_rate:
         second = complete(first, right, target)
     elif not revises(target, habits):
         second = first

@@ -192,6 +192,13 @@ def test_complement_habit_fixes_near_misses_keeps_right_answers_and_is_a_minorit
         habit_traces.complete((3, 5), (9, 14), 23)
     with pytest.raises(ValueError, match="complement_rate"):
         habit_traces.Habits(complement_rate=1.5)
+    # Without the habit, a trace draws what it drew before the habit existed (one draw here: is
+    # attempt 1 a near miss?), so bases made without it are reproduced exactly.
+    without = habit_traces.Habits(first_wrong=0.0, revise_digits=())
+    used, fresh = np.random.default_rng(3), np.random.default_rng(3)
+    habit_traces.attempts(problems[0], without, used)
+    fresh.random()
+    assert used.random() == fresh.random()
 
 
 def test_visible_errors_tells_written_true_sums_from_copied_targets():
