@@ -111,7 +111,7 @@ def get_config(options: str = ""):
         c.demo.seeds = "21,22,23,24,25"  # fresh reporting seeds (study 1 used 11-15), never used in design runs
         # The second registered design (docs/study.md, "Pre-registration of study 2"), fixed on validation:
         c.demo.sft_steps = 2000  # the base adds instead of copying the target (93.8% true sums; 600 steps: 33%)
-        c.demo.complement_rate = 0.3  # base fixes 5.9% of its wrong answers at T=1 and keeps the paper's greedy profile
+        c.demo.complement_rate = 0.3  # base fixes 4-6% of its wrong answers at T=1 and keeps the paper's greedy profile
         c.optim.learning_rate = 2e-4  # validation: SCoRe Acc@t2 42.0 at 2e-4 vs 36.4 at 3e-4 (naive 40.6 vs 38.6)
         # STaR in the budget: 3 rounds (the paper's), each sampling a third of the RL methods' problems.
         c.baseline.star_iterations = 3

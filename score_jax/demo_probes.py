@@ -102,6 +102,31 @@ def check_then_retry(setup, config, params, examples: list[dict], samples: int, 
     return {"acc_t1": float(right.mean()), "acc_t2_check_then_retry": float((right | retry_right).mean())}
 
 
+def sampled_profile(setup, config, params, examples: list[dict], samples: int, rng: jax.Array) -> dict[str, float]:
+    """The two-attempt profile at the training temperature, the one RL sees: over `samples`
+    episodes of each problem, Acc@t1, Acc@t2, i->c and c->i (shares of all episodes), and the
+    share of wrong first attempts the second attempt fixes and of right ones it breaks. A base
+    whose fixes are rare next to its breakages gives every RL objective "stop changing" as the
+    nearest way up."""
+    task = setup.task
+    turns = [task.eval_preset.first_turn(ex) for ex in examples]
+    episode = _sampler(setup, config, evaluation=False).sample(
+        params, turns, task.eval_preset.correction_instruction, rng=rng, num_attempts=2, num_samples=samples
+    )
+    rows = [examples[i % len(examples)] for i in episode.prompt_index]
+    right1, right2 = (task.reward(list(episode.texts[k]), rows) > 0.5 for k in range(2))
+    wrong1 = ~right1
+    return {
+        "samples": float(len(rows)),
+        "acc_t1": float(right1.mean()),
+        "acc_t2": float(right2.mean()),
+        "delta_i2c": float((wrong1 & right2).mean()),
+        "delta_c2i": float((right1 & ~right2).mean()),
+        "fixes_wrong": float((wrong1 & right2).sum() / max(wrong1.sum(), 1)),
+        "breaks_right": float((right1 & ~right2).sum() / max(right1.sum(), 1)),
+    }
+
+
 def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, Any]:
     """The task's measured properties (see the module docstring), kept in ``properties.json``."""
     path = os.path.join(workdir, "properties.json")
@@ -116,6 +141,14 @@ def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, 
         "base": base_metrics,
         "base_discrimination": discrimination(records, setup.task.answer),
         "base_visible_errors": visible_errors(records, [setup.task.eval[r["index"]] for r in records]),
+        "base_sampled": sampled_profile(
+            setup,
+            probe_config,
+            base_params,
+            _examples(setup, demo_cfg.probe_problems),
+            demo_cfg.retry_samples,
+            jax.random.key(demo_cfg.base_seed + 1),
+        ),
     }
     # The first-attempt ceiling: single-turn RL for ceiling_factor times the methods' budget.
     n = demo_cfg.ceiling_factor * (demo_cfg.stage1_steps + demo_cfg.stage2_steps)

@@ -233,6 +233,19 @@ def _visible_errors_line(props: dict) -> list[str]:
     ]
 
 
+def _sampled_line(props: dict) -> list[str]:
+    """The base model's profile at the training temperature (absent from reports written before it)."""
+    t = props.get("base_sampled")
+    if t is None:
+        return []
+    return [
+        f"- At the training temperature ({int(t['samples'])} sampled episodes), its second attempt fixes "
+        f"{100 * t['fixes_wrong']:.1f}% of its wrong first answers and breaks {100 * t['breaks_right']:.1f}% of "
+        f"its right ones (Acc@t1 {100 * t['acc_t1']:.1f}, Acc@t2 {100 * t['acc_t2']:.1f}): the corrections RL "
+        "can reinforce, against the breakages it can remove by not changing."
+    ]
+
+
 def _properties_section(props: dict) -> str:
     base, disc = props["base"], props["base_discrimination"]
     retry = props["check_then_retry"]
@@ -249,6 +262,7 @@ def _properties_section(props: dict) -> str:
         f"{100 * disc['p_change_given_wrong']:.1f}% of its wrong ones and "
         f"{100 * disc['p_change_given_right']:.1f}% of its right ones.",
         *_visible_errors_line(props),
+        *_sampled_line(props),
         f"- First-attempt ceiling: single-turn RL for {props.get('ceiling_steps', '?')} steps reaches Acc@t1 "
         f"{100 * ceiling['acc_t1']:.1f} (evaluations by step: {curve}).",
         '- "Check, then retry when wrong" (exact check, retry with the most frequent other sampled answer): '

@@ -1,6 +1,7 @@
 """The offline demo and the study, shrunk (configs/demo.py:tiny), plus the pair-sum task and habits."""
 
 import importlib.util
+import json
 import pathlib
 
 import jax
@@ -68,6 +69,13 @@ def test_shrunken_study_reports_every_method_in_the_papers_tables(tmp_path):
         assert heading in report
     for plot in ("acc_over_training.png", "collapse.png", "pair_sft_shift.png", "inference_scaling.png"):
         assert (tmp_path / plot).stat().st_size > 1000, plot
+    # The base model's profile at the training temperature: its shares agree with each other.
+    sampled = json.loads((tmp_path / "properties.json").read_text())["base_sampled"]
+    assert sampled["samples"] == config.demo.probe_problems * config.demo.retry_samples
+    wrong = 1 - sampled["acc_t1"]
+    assert abs(sampled["delta_i2c"] - sampled["fixes_wrong"] * wrong) < 1e-6
+    assert abs(sampled["acc_t2"] - sampled["acc_t1"] - sampled["delta_i2c"] + sampled["delta_c2i"]) < 1e-6
+    assert "At the training temperature" in report
 
 
 def _interval_cells(section: str) -> dict[str, list[str]]:
