@@ -59,13 +59,8 @@ BASE_RECIPE_FIELDS = (
 
 def base_recipe(config) -> dict[str, Any]:
     """{field: value} of `BASE_RECIPE_FIELDS` (tuples as lists, as JSON stores them)."""
-    recipe = {}
-    for field in BASE_RECIPE_FIELDS:
-        value = config
-        for part in field.split("."):
-            value = value[part]
-        recipe[field] = list(value) if isinstance(value, tuple) else value
-    return recipe
+    flat = run_setup.flat_config(config)
+    return {field: flat[field] for field in BASE_RECIPE_FIELDS}
 
 
 def train_base_model(config, setup, workdir: str, log: Callable[[str], None]) -> Any:

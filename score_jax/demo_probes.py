@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from score_jax import demo_methods, evaluate, inference_scaling, offline_attempts, run_setup, train
+from score_jax import demo_methods, evaluate, inference_scaling, metrics, offline_attempts, run_setup, train
 from score_jax.episodes import EpisodeSampler
 from score_jax.rewards import pair_sum
 from score_jax.rl import train_step as step_lib
@@ -118,10 +118,7 @@ def sampled_profile(setup, config, params, examples: list[dict], samples: int, r
     wrong1 = ~right1
     return {
         "samples": float(len(rows)),
-        "acc_t1": float(right1.mean()),
-        "acc_t2": float(right2.mean()),
-        "delta_i2c": float((wrong1 & right2).mean()),
-        "delta_c2i": float((right1 & ~right2).mean()),
+        **metrics.self_correction_metrics(np.stack([right1, right2])),
         "fixes_wrong": float((wrong1 & right2).sum() / max(wrong1.sum(), 1)),
         "breaks_right": float((right1 & ~right2).sum() / max(right1.sum(), 1)),
     }
@@ -136,18 +133,14 @@ def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, 
     demo_cfg = config.demo
     probe_config = demo_methods.method_config(config, demo_methods.METHODS[demo_methods.BASE], demo_cfg.base_seed)
     base_metrics, records = evaluate.evaluate(setup, base_params, probe_config)
+    examples = _examples(setup, demo_cfg.probe_problems)
     log(f"properties: base model Acc@t1={base_metrics['acc_t1']:.3f} Acc@t2={base_metrics['acc_t2']:.3f}")
     props: dict[str, Any] = {
         "base": base_metrics,
         "base_discrimination": discrimination(records, setup.task.answer),
         "base_visible_errors": visible_errors(records, [setup.task.eval[r["index"]] for r in records]),
         "base_sampled": sampled_profile(
-            setup,
-            probe_config,
-            base_params,
-            _examples(setup, demo_cfg.probe_problems),
-            demo_cfg.retry_samples,
-            jax.random.key(demo_cfg.base_seed + 1),
+            setup, probe_config, base_params, examples, demo_cfg.retry_samples, jax.random.key(demo_cfg.base_seed + 1)
         ),
     }
     # The first-attempt ceiling: single-turn RL for ceiling_factor times the methods' budget.
@@ -176,7 +169,6 @@ def task_properties(config, setup, base_params, workdir: str, log) -> dict[str, 
     props["ceiling_history"] = [{"step": h["step"], "acc_t1": h["eval/acc_t1"]} for h in history]
     props["ceiling"] = result.eval_metrics
     props["ceiling_steps"] = n
-    examples = _examples(setup, demo_cfg.probe_problems)
     rng = jax.random.key(demo_cfg.base_seed)
     props["check_then_retry"] = {
         "base": check_then_retry(setup, probe_config, base_params, examples, demo_cfg.retry_samples, rng),

@@ -389,6 +389,11 @@ def _lay_over(config: ml_collections.ConfigDict, saved: dict) -> None:
                 config[key] = value
 
 
+def flat_config(config) -> dict[str, Any]:
+    """{"dotted.field": value} of every leaf of `config`, as its JSON holds it (tuples as lists)."""
+    return _flat(json.loads(config.to_json_best_effort()))
+
+
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in tree.items():
@@ -401,8 +406,7 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def training_changes(saved, config) -> list[tuple[str, Any, Any]]:
     """(field, saved value, new value) for every `TRAINING_FIELDS` field that differs."""
-    old = _flat(json.loads(saved.to_json_best_effort()))
-    new = _flat(json.loads(config.to_json_best_effort()))
+    old, new = flat_config(saved), flat_config(config)
 
     def covered(field):
         under = lambda names: any(field == n or field.startswith(n + ".") for n in names)  # noqa: E731
